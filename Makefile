@@ -1,0 +1,84 @@
+# vmstitch build. `make` builds the library, the CLI and the tests into build/;
+# `make test` runs every CPU test; `make demo` compares the policies on the bundled traces.
+CC      ?= cc
+CXX     ?= c++
+PREFIX  ?= /usr/local
+BUILD   ?= build
+VERSION := 0.1.0
+SOVER   := 0
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden $(WARN) -Iinclude -Isrc -pthread
+LDLIBS  := -lz -ldl -lpthread -lm
+
+LIB_SRC := $(wildcard src/*.c) $(wildcard src/backend/*.c)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+CLI_SRC := $(wildcard tools/*.c)
+CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+TEST_SRC := $(wildcard tests/*.c)
+TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
+# The replay engine's parser and policies are linked into the tests as well (all but main).
+CLI_LIB_OBJ := $(filter-out $(BUILD)/obj/tools/main.o,$(CLI_OBJ))
+
+.PHONY: all test demo bench install clean gpu-test format
+all: $(BUILD)/libvmstitch.so $(BUILD)/libvmstitch.a $(BUILD)/vmstitch $(BUILD)/vms_tests $(BUILD)/libvmstitch_torch.so
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libvmstitch.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/libvmstitch.so.$(VERSION): $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname,libvmstitch.so.$(SOVER) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/libvmstitch.so: $(BUILD)/libvmstitch.so.$(VERSION)
+	ln -sf libvmstitch.so.$(VERSION) $(BUILD)/libvmstitch.so.$(SOVER)
+	ln -sf libvmstitch.so.$(VERSION) $@
+
+# The PyTorch entry points: a tiny C++ shim (PyTorch needs a C++ exception on OOM) with the
+# core linked in statically, so Python loads one self-contained file.
+$(BUILD)/libvmstitch_torch.so: python/vmstitch/torch_shim.cpp $(LIB_OBJ)
+	$(CXX) -O2 -g -std=c++17 -fPIC -shared -fvisibility=hidden -Wall -Wextra -Werror -Iinclude \
+	    -o $@ python/vmstitch/torch_shim.cpp $(LIB_OBJ) $(LDLIBS)
+
+$(BUILD)/vmstitch: $(CLI_OBJ) $(BUILD)/libvmstitch.a
+	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libvmstitch.a $(LDLIBS)
+
+$(BUILD)/vms_tests: $(TEST_OBJ) $(CLI_LIB_OBJ) $(BUILD)/libvmstitch.a
+	$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(CLI_LIB_OBJ) $(BUILD)/libvmstitch.a $(LDLIBS)
+
+test: all
+	$(BUILD)/vms_tests
+	sh tests/cli_test.sh $(BUILD)/vmstitch
+
+demo: $(BUILD)/vmstitch
+	$(BUILD)/vmstitch compare --svg $(BUILD)/demo.svg data/traces/*.trace.gz
+
+bench: $(BUILD)/vmstitch
+	sh bench/replay_bench.sh $(BUILD)/vmstitch
+
+gpu-test: all
+	sh tests/gpu/run.sh $(BUILD)
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
+	install -m 644 include/vmstitch.h $(DESTDIR)$(PREFIX)/include/
+	install -m 755 $(BUILD)/libvmstitch.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf libvmstitch.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libvmstitch.so.$(SOVER)
+	ln -sf libvmstitch.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libvmstitch.so
+	install -m 644 $(BUILD)/libvmstitch.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(BUILD)/vmstitch $(DESTDIR)$(PREFIX)/bin/
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' vmstitch.pc.in \
+	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/vmstitch.pc
+
+format:
+	clang-format -i include/*.h src/*.[ch] src/backend/*.[ch] tools/*.[ch] tests/*.[ch]
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
