@@ -114,8 +114,8 @@ typedef enum vms_stitch_when {
 
 typedef struct vms_config {
     int64_t small_chunk_bytes;       /* chunk size of the small pool (default: granularity) */
-    int64_t large_chunk_min_bytes;   /* smallest chunk created for the large pool (default 2 MiB) */
-    int64_t large_chunk_max_bytes;   /* largest chunk created for the large pool (default 1 GiB) */
+    int64_t large_chunk_min_bytes;   /* smallest chunk created for the large pool (granularity) */
+    int64_t large_chunk_max_bytes;   /* largest chunk created for the large pool (8 MiB) */
     int64_t small_request_bytes;     /* requests up to this go to the small pool (1 MiB) */
     int64_t stitch_enable;           /* 0/1 (default 1); GMLake: vmmDefragment */
     int64_t stitch_min_bytes;        /* smallest request that may be stitched (2 MiB); fragLimit */

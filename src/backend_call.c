@@ -1,0 +1,41 @@
+/* The core's only door to the backend: each wrapper makes one backend call, counts it per
+ * handle in the allocator's stats and turns a failure into a status (the backend has already
+ * stored its message for vms_last_error). Callers hold the allocator lock. */
+#include "internal.h"
+
+static vms_status counted(vms_allocator *a, vms_status s, uint64_t *counter, uint64_t n) {
+    if (s == VMS_OK) *counter += n;
+    else a->st.backend_errors++;
+    return s;
+}
+
+vms_status bk_create(vms_allocator *a, size_t bytes, vms_handle *h) {
+    return counted(a, a->be->ops->chunk_create(a->be, bytes, h), &a->st.backend_create, 1);
+}
+
+vms_status bk_release(vms_allocator *a, vms_handle h, size_t bytes) {
+    (void)bytes;
+    return counted(a, a->be->ops->chunk_release(a->be, h), &a->st.backend_release, 1);
+}
+
+vms_status bk_reserve(vms_allocator *a, size_t bytes, uintptr_t *addr) {
+    return counted(a, a->be->ops->va_reserve(a->be, bytes, a->gran_bytes, addr),
+                   &a->st.backend_reserve, 1);
+}
+
+vms_status bk_va_free(vms_allocator *a, uintptr_t addr, size_t bytes) {
+    return counted(a, a->be->ops->va_free(a->be, addr, bytes), &a->st.backend_address_free, 1);
+}
+
+vms_status bk_map(vms_allocator *a, uintptr_t addr, size_t bytes, vms_handle h) {
+    return counted(a, a->be->ops->map(a->be, addr, bytes, h), &a->st.backend_map, 1);
+}
+
+vms_status bk_unmap(vms_allocator *a, uintptr_t addr, size_t bytes) {
+    return counted(a, a->be->ops->unmap(a->be, addr, bytes), &a->st.backend_unmap, 1);
+}
+
+vms_status bk_set_access(vms_allocator *a, uintptr_t addr, size_t bytes, size_t handles) {
+    return counted(a, a->be->ops->set_access(a->be, addr, bytes), &a->st.backend_set_access,
+                   handles);
+}

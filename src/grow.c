@@ -1,0 +1,236 @@
+/* Growth and release of physical chunks in the arenas. Growth places new chunks in a hole of
+ * the pool's arena right after the largest usable free block that borders one, so that the
+ * request is served from that free tail plus only the missing bytes (the idea of expandable
+ * segments, with physical chunks that stitching can later reuse anywhere). Release gives back
+ * every chunk that holds nothing and is mapped only at home. Callers hold the allocator lock. */
+#include <stdlib.h>
+
+#include "internal.h"
+
+typedef struct grow_plan {
+    block *hole;
+    uintptr_t at;
+    size_t need_bytes;
+} grow_plan;
+
+static size_t chunk_bytes_for(vms_allocator *a, pool_kind pool, size_t need) {
+    if (pool == POOL_SMALL) return round_up(need, a->cfg.small_chunk_bytes);
+    need = round_up(need, a->gran_bytes);
+    return need < a->cfg.large_chunk_min_bytes ? a->cfg.large_chunk_min_bytes : need;
+}
+
+/* Bytes that growth would add for a request of size_bytes (0 if the arena has no room). */
+static size_t grow_plan_make(vms_allocator *a, pool_kind pool, size_t size_bytes, int stream,
+                             grow_plan *p) {
+    range *r = a->arena[pool];
+    p->hole = NULL;
+    p->need_bytes = 0;
+    for (block *b = r->first; b; b = b->next) {
+        if (b->state != BLOCK_HOLE) continue;
+        block *t = b->prev;
+        size_t tail = (t && t->state == BLOCK_FREE && block_usable(a, t, stream)) ? t->size_bytes : 0;
+        if (tail >= size_bytes) tail = 0;
+        size_t need = chunk_bytes_for(a, pool, size_bytes - tail);
+        if (need > b->size_bytes) continue;
+        if (!p->hole || need < p->need_bytes) {
+            p->hole = b;
+            p->at = b->addr;
+            p->need_bytes = need;
+        }
+    }
+    return p->need_bytes;
+}
+
+size_t grow_estimate(vms_allocator *a, pool_kind pool, size_t size_bytes, int stream) {
+    grow_plan p;
+    return grow_plan_make(a, pool, size_bytes, stream, &p);
+}
+
+static vms_status over_limit(vms_allocator *a, size_t more_bytes) {
+    size_t lim = a->cfg.memory_limit_bytes;
+    if (lim && a->st.reserved_bytes_current + more_bytes > lim) return VMS_ENOMEM;
+    return VMS_OK;
+}
+
+/* Largest single chunk a growth of `pool` creates. */
+static size_t piece_max_bytes(vms_allocator *a, pool_kind pool) {
+    return pool == POOL_SMALL ? a->cfg.small_chunk_bytes : a->cfg.large_chunk_max_bytes;
+}
+
+/* Creates the chunks for [at, at+need) and maps them there; all or nothing. */
+static vms_status grow_map(vms_allocator *a, pool_kind pool, uintptr_t at, size_t need,
+                           chunk **made, size_t *nmade) {
+    size_t piece_max = piece_max_bytes(a, pool);
+    size_t n = 0, off = 0;
+    vms_status s = VMS_OK;
+    while (off < need) {
+        size_t sz = need - off < piece_max ? need - off : piece_max;
+        chunk *c = calloc(1, sizeof *c);
+        if (!c) {
+            s = VMS_ENOMEM_HOST;
+            break;
+        }
+        s = bk_create(a, sz, &c->handle);
+        if (s != VMS_OK) {
+            free(c);
+            break;
+        }
+        s = bk_map(a, at + off, sz, c->handle);
+        if (s != VMS_OK) {
+            bk_release(a, c->handle, sz);
+            free(c);
+            break;
+        }
+        c->size_bytes = sz;
+        c->home_addr = at + off;
+        made[n++] = c;
+        off += sz;
+    }
+    if (s == VMS_OK) s = bk_set_access(a, at, need, n);
+    if (s != VMS_OK) {
+        for (size_t i = 0; i < n; i++) {
+            bk_unmap(a, made[i]->home_addr, made[i]->size_bytes);
+            bk_release(a, made[i]->handle, made[i]->size_bytes);
+            free(made[i]);
+        }
+        n = 0;
+    }
+    *nmade = n;
+    return s;
+}
+
+static void chunk_link(vms_allocator *a, chunk *c) {
+    c->all_prev = NULL;
+    c->all_next = a->all_chunks;
+    if (a->all_chunks) a->all_chunks->all_prev = c;
+    a->all_chunks = c;
+}
+
+static void chunk_unlink(vms_allocator *a, chunk *c) {
+    if (c->all_prev) c->all_prev->all_next = c->all_next;
+    else a->all_chunks = c->all_next;
+    if (c->all_next) c->all_next->all_prev = c->all_prev;
+}
+
+static void reserved_add(vms_allocator *a, pool_kind pool, int64_t bytes) {
+    STAT_ADD(a, reserved_bytes, bytes);
+    if (pool == POOL_SMALL) STAT_ADD(a, small_reserved_bytes, bytes);
+    else STAT_ADD(a, large_reserved_bytes, bytes);
+}
+
+/* Creates chunks for need_bytes in the hole block `hole` at address at and maps them there.
+ * They become FREE (fresh) blocks of the arena, merged with a free neighbour. */
+static vms_status grow_place(vms_allocator *a, pool_kind pool, block *hole, uintptr_t at,
+                             size_t need_bytes, int stream) {
+    vms_status s = over_limit(a, need_bytes);
+    if (s != VMS_OK) return s;
+    size_t piece_max = a->gran_bytes; /* bounds the count of pieces */
+    size_t n = 0;
+    chunk **made = malloc((need_bytes / piece_max + 2) * sizeof *made);
+    if (!made) return VMS_ENOMEM_HOST;
+    block *piece = block_isolate(a, hole, at, need_bytes);
+    if (!piece) {
+        free(made);
+        return VMS_ENOMEM_HOST;
+    }
+    s = grow_map(a, pool, at, need_bytes, made, &n);
+    if (s != VMS_OK) {
+        block_set_hole(a, piece);
+        free(made);
+        return s;
+    }
+    range *r = a->arena[pool];
+    for (size_t i = 0; i < n; i++) {
+        chunk *c = made[i];
+        c->home_pool = pool;
+        c->home = c->owner = r;
+        c->owner_addr = c->home_addr;
+        for (size_t pg = 0; pg < c->size_bytes / a->gran_bytes; pg++)
+            r->pages[(c->home_addr - r->base) / a->gran_bytes + pg] = c;
+        chunk_link(a, c);
+        chunk_free_list_update(a, c);
+        STAT_ADD(a, chunks, 1);
+    }
+    free(made);
+    reserved_add(a, pool, (int64_t)need_bytes);
+    a->st.grows++;
+    piece->stream = (uint16_t)stream;
+    piece->multi_stream = 0;
+    piece->freed_seq = 0;
+    block_set_free(a, piece);
+    return VMS_OK;
+}
+
+/* Grows the arena of `pool` so that a free block of at least size_bytes exists, and returns
+ * that block in *out (FREE, indexed, usable on stream). */
+vms_status grow_for(vms_allocator *a, pool_kind pool, size_t size_bytes, int stream, block **out) {
+    grow_plan p;
+    if (!grow_plan_make(a, pool, size_bytes, stream, &p)) return VMS_ENOMEM;
+    vms_status s = grow_place(a, pool, p.hole, p.at, p.need_bytes, stream);
+    if (s != VMS_OK) return s;
+    *out = range_block_at(a->arena[pool], p.at);
+    return VMS_OK;
+}
+
+/* Creates need_bytes of new chunks of `pool` anywhere in the arena (first hole that fits),
+ * free and ready to be stitched. */
+vms_status grow_loose(vms_allocator *a, pool_kind pool, size_t need_bytes, int stream) {
+    need_bytes = chunk_bytes_for(a, pool, need_bytes);
+    for (block *b = a->arena[pool]->first; b; b = b->next)
+        if (b->state == BLOCK_HOLE && b->size_bytes >= need_bytes)
+            return grow_place(a, pool, b, b->addr, need_bytes, stream);
+    return VMS_ENOMEM;
+}
+
+/* Releases every chunk that is free, owned at home and mapped nowhere else. The caller has
+ * made sure the device is done with them (streams_sync_all) or passes only_if_settled. */
+vms_status chunk_release_free(vms_allocator *a, bool only_if_settled, size_t *released_bytes) {
+    size_t total = 0;
+    vms_status rc = VMS_OK;
+    chunk *c = a->free_chunks;
+    while (c) {
+        chunk *next = c->free_next;
+        if (c->owner != c->home || c->stitch_refs) {
+            c = next;
+            continue;
+        }
+        if (only_if_settled && c->freed_seq &&
+            !(c->multi_stream ? false : stream_settled(a, c->stream, c->freed_seq))) {
+            c = next;
+            continue;
+        }
+        range *r = c->home;
+        block *piece = block_isolate(a, range_block_at(r, c->home_addr), c->home_addr, c->size_bytes);
+        if (!piece) {
+            rc = VMS_ENOMEM_HOST;
+            break;
+        }
+        vms_status s = bk_unmap(a, c->home_addr, c->size_bytes);
+        if (s == VMS_OK) {
+            s = bk_release(a, c->handle, c->size_bytes);
+            if (s != VMS_OK) {
+                /* Keep the chunk usable rather than lose track of it. */
+                if (bk_map(a, c->home_addr, c->size_bytes, c->handle) == VMS_OK)
+                    bk_set_access(a, c->home_addr, c->size_bytes, 1);
+            }
+        }
+        if (s != VMS_OK) {
+            block_set_free(a, piece);
+            rc = s;
+            break;
+        }
+        for (size_t pg = 0; pg < c->size_bytes / a->gran_bytes; pg++)
+            r->pages[(c->home_addr - r->base) / a->gran_bytes + pg] = NULL;
+        block_set_hole(a, piece);
+        c->busy_bytes = 1; /* leave the free list */
+        chunk_free_list_update(a, c);
+        chunk_unlink(a, c);
+        reserved_add(a, c->home_pool, -(int64_t)c->size_bytes);
+        STAT_ADD(a, chunks, -1);
+        total += c->size_bytes;
+        free(c);
+        c = next;
+    }
+    if (released_bytes) *released_bytes = total;
+    return rc;
+}

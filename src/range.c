@@ -1,0 +1,262 @@
+/* Blocks inside ranges, and chunk ownership. A range (arena or stitched) is covered by an
+ * address-ordered list of blocks; FREE blocks sit in their pool's best-fit index and are merged
+ * with FREE neighbours at once. Each chunk counts the bytes of non-FREE blocks over it in the
+ * range that owns it (busy_bytes): a chunk with none is on the allocator's free-chunk list and
+ * may be lent to a stitched range. Moving a chunk between two ranges that both map it costs no
+ * backend call: only block states change. Callers hold the allocator lock. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static block *block_alloc(vms_allocator *a) {
+    block *b = a->spare_blocks;
+    if (b) a->spare_blocks = b->next;
+    else b = malloc(sizeof *b);
+    if (b) memset(b, 0, sizeof *b);
+    return b;
+}
+
+static void block_release(vms_allocator *a, block *b) {
+    b->next = a->spare_blocks;
+    a->spare_blocks = b;
+}
+
+block *block_new(vms_allocator *a, range *r, uintptr_t addr, size_t size, block_state st) {
+    block *b = block_alloc(a);
+    if (!b) return NULL;
+    b->addr = addr;
+    b->size_bytes = size;
+    b->range = r;
+    b->state = (uint8_t)st;
+    return b;
+}
+
+static void link_after(range *r, block *at, block *b) {
+    b->prev = at;
+    b->next = at ? at->next : r->first;
+    if (b->next) b->next->prev = b;
+    if (at) at->next = b;
+    else r->first = b;
+}
+
+static void unlink_block(range *r, block *b) {
+    if (b->prev) b->prev->next = b->next;
+    else r->first = b->next;
+    if (b->next) b->next->prev = b->prev;
+}
+
+/* Combined stream tags of two sets of frees. */
+static void tags_merge(uint16_t *stream, uint8_t *multi, uint64_t *seq, uint16_t s2, uint8_t m2,
+                       uint64_t q2) {
+    if (q2 == 0) return; /* the other side was never freed: nothing to wait for */
+    if (*seq == 0) {
+        *stream = s2;
+        *multi = m2;
+        *seq = q2;
+        return;
+    }
+    if (*stream != s2 || *multi || m2) *multi = 1;
+    if (q2 > *seq) *seq = q2;
+}
+
+/* Absorbs FREE neighbour n (after b) into b; n must already be out of the index. */
+static void absorb_next(vms_allocator *a, range *r, block *b) {
+    block *n = b->next;
+    b->size_bytes += n->size_bytes;
+    tags_merge(&b->stream, &b->multi_stream, &b->freed_seq, n->stream, n->multi_stream,
+               n->freed_seq);
+    unlink_block(r, n);
+    block_release(a, n);
+}
+
+void block_set_free(vms_allocator *a, block *b) {
+    range *r = b->range;
+    b->state = BLOCK_FREE;
+    if (b->prev && b->prev->state == BLOCK_FREE) {
+        block *p = b->prev;
+        pool_index_remove(a, r->pool, p);
+        /* keep the lower block, so its address stays the key */
+        uint16_t s = b->stream;
+        uint8_t m = b->multi_stream;
+        uint64_t q = b->freed_seq;
+        p->size_bytes += b->size_bytes;
+        tags_merge(&p->stream, &p->multi_stream, &p->freed_seq, s, m, q);
+        unlink_block(r, b);
+        block_release(a, b);
+        b = p;
+    }
+    if (b->next && b->next->state == BLOCK_FREE) {
+        pool_index_remove(a, r->pool, b->next);
+        absorb_next(a, r, b);
+    }
+    pool_index_insert(a, r->pool, b);
+}
+
+/* Splits [addr, addr+len) out of block b (which must contain it) and returns that piece, out
+ * of the index, in b's state; the remnants on either side keep b's state (and stay indexed if
+ * FREE). NULL, with nothing changed, if host memory runs out. */
+block *block_isolate(vms_allocator *a, block *b, uintptr_t addr, size_t len) {
+    range *r = b->range;
+    /* Allocate both remnants first, so a failure changes nothing. */
+    block *lo = NULL, *hi = NULL;
+    if (addr > b->addr && !(lo = block_alloc(a))) return NULL;
+    if (b->addr + b->size_bytes > addr + len && !(hi = block_alloc(a))) {
+        if (lo) block_release(a, lo);
+        return NULL;
+    }
+    bool indexed = b->state == BLOCK_FREE;
+    if (indexed) pool_index_remove(a, r->pool, b);
+    if (lo) {
+        *lo = *b;
+        lo->size_bytes = addr - b->addr;
+        link_after(r, b->prev, lo);
+        b->size_bytes -= lo->size_bytes;
+        b->addr = addr;
+        if (indexed) pool_index_insert(a, r->pool, lo);
+    }
+    if (hi) {
+        *hi = *b;
+        hi->addr = addr + len;
+        hi->size_bytes = b->size_bytes - len;
+        link_after(r, b, hi);
+        b->size_bytes = len;
+        if (indexed) pool_index_insert(a, r->pool, hi);
+    }
+    return b;
+}
+
+/* Takes size_bytes from the front of FREE block b for a live allocation. */
+block *block_take(vms_allocator *a, block *b, size_t size_bytes) {
+    range *r = b->range;
+    block *got = block_isolate(a, b, b->addr, size_bytes);
+    if (!got) return NULL;
+    got->state = BLOCK_ALLOC;
+    got->extra_streams = 0;
+    chunk_busy_add(a, r, got->addr, got->size_bytes, NULL);
+    if (r->kind == RANGE_STITCHED && r->live_blocks++ == 0) stitched_on_busy(a, r);
+    return got;
+}
+
+/* Marks arena block b as HOLE and merges it with HOLE neighbours. */
+void block_set_hole(vms_allocator *a, block *b) {
+    range *r = b->range;
+    b->state = BLOCK_HOLE;
+    if (b->prev && b->prev->state == BLOCK_HOLE) {
+        block *p = b->prev;
+        p->size_bytes += b->size_bytes;
+        unlink_block(r, b);
+        block_release(a, b);
+        b = p;
+    }
+    if (b->next && b->next->state == BLOCK_HOLE) {
+        block *n = b->next;
+        b->size_bytes += n->size_bytes;
+        unlink_block(r, n);
+        block_release(a, n);
+    }
+}
+
+block *range_block_at(range *r, uintptr_t addr) {
+    for (block *b = r->first; b; b = b->next)
+        if (addr >= b->addr && addr < b->addr + b->size_bytes) return b;
+    return NULL;
+}
+
+void chunk_free_list_update(vms_allocator *a, chunk *c) {
+    bool want = c->busy_bytes == 0;
+    if (want == c->in_free_list) return;
+    if (want) {
+        c->free_prev = NULL;
+        c->free_next = a->free_chunks;
+        if (a->free_chunks) a->free_chunks->free_prev = c;
+        a->free_chunks = c;
+    } else {
+        if (c->free_prev) c->free_prev->free_next = c->free_next;
+        else a->free_chunks = c->free_next;
+        if (c->free_next) c->free_next->free_prev = c->free_prev;
+        c->free_prev = c->free_next = NULL;
+    }
+    c->in_free_list = want;
+}
+
+/* Adds the bytes [addr, addr+len) of range r to the busy count of the chunks under them
+ * (freed == NULL), or removes them for the free of block `freed`, whose stream tags the chunks
+ * then take. The range must own those chunks. */
+void chunk_busy_add(vms_allocator *a, range *r, uintptr_t addr, size_t len, const block *freed) {
+    uintptr_t end = addr + len;
+    while (addr < end) {
+        chunk *c = r->pages[(addr - r->base) / a->gran_bytes];
+        uintptr_t cend = c->owner_addr + c->size_bytes;
+        size_t n = (cend < end ? cend : end) - addr;
+        if (!freed) {
+            if (c->busy_bytes == 0) {
+                /* Earlier frees on it are settled or in this allocation's stream order. */
+                c->stream = 0;
+                c->multi_stream = 0;
+                c->freed_seq = 0;
+            }
+            c->busy_bytes += n;
+        } else {
+            if (c->freed_seq == 0) {
+                c->stream = freed->stream;
+                c->multi_stream = freed->multi_stream;
+                c->freed_seq = freed->freed_seq;
+            } else {
+                tags_merge(&c->stream, &c->multi_stream, &c->freed_seq, freed->stream,
+                           freed->multi_stream, freed->freed_seq);
+            }
+            c->busy_bytes -= n;
+        }
+        chunk_free_list_update(a, c);
+        addr = cend;
+    }
+}
+
+range *range_new(vms_allocator *a, range_kind kind, pool_kind pool, uintptr_t base, size_t size) {
+    range *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->kind = kind;
+    r->pool = pool;
+    r->base = base;
+    r->size_bytes = size;
+    r->pages = calloc(size / a->gran_bytes, sizeof *r->pages);
+    r->first = block_new(a, r, base, size, kind == RANGE_ARENA ? BLOCK_HOLE : BLOCK_LENT);
+    if (!r->pages || !r->first) {
+        free(r->pages);
+        if (r->first) block_release(a, r->first);
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void range_delete(vms_allocator *a, range *r) {
+    for (block *b = r->first, *n; b; b = n) {
+        n = b->next;
+        if (b->state == BLOCK_FREE) pool_index_remove(a, r->pool, b);
+        block_release(a, b);
+    }
+    free(r->pages);
+    free(r->slots);
+    free(r);
+}
+
+/* Moves ownership of free chunk c to range `to`, where it is mapped at to_addr. In the old
+ * owner its bytes become a LENT block; in the new one a FREE block, merged with neighbours. */
+vms_status chunk_transfer(vms_allocator *a, chunk *c, range *to, uintptr_t to_addr) {
+    range *from = c->owner;
+    if (from == to) return VMS_OK;
+    block *piece = block_isolate(a, range_block_at(from, c->owner_addr), c->owner_addr,
+                                 c->size_bytes);
+    if (!piece) return VMS_ENOMEM_HOST;
+    piece->state = BLOCK_LENT;
+    block *dst = range_block_at(to, to_addr);
+    dst->stream = c->stream;
+    dst->multi_stream = c->multi_stream;
+    dst->freed_seq = c->freed_seq;
+    c->owner = to;
+    c->owner_addr = to_addr;
+    block_set_free(a, dst);
+    return VMS_OK;
+}

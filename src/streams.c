@@ -1,0 +1,124 @@
+/* Streams and events. A free is stamped with a global sequence number; each stream keeps the
+ * highest sequence known to have finished on the device (completed_seq), advanced by one event
+ * at a time recorded on that stream. A block freed on stream s is reusable on s at once (stream
+ * order) and on any other stream once completed_seq[s] >= its stamp. This costs no event on
+ * the single-stream fast path: events are recorded only when a miss wants another stream's
+ * memory, when a stitched range must be unmapped, or for record_stream. Callers hold the
+ * allocator lock. */
+#include <stdlib.h>
+
+#include "internal.h"
+
+int stream_index(vms_allocator *a, vms_stream s) {
+    for (int i = 0; i < a->nstreams; i++)
+        if (a->streams[i].stream == s) return i;
+    if (a->nstreams == VMS_MAX_STREAMS) return -1;
+    stream_state *st = &a->streams[a->nstreams];
+    st->stream = s;
+    st->completed_seq = 0;
+    st->last_free_seq = 0;
+    st->inflight = NULL;
+    return a->nstreams++;
+}
+
+bool stream_settled(const vms_allocator *a, int stream, uint64_t seq) {
+    return a->streams[stream].completed_seq >= seq;
+}
+
+bool block_usable(const vms_allocator *a, const block *b, int stream) {
+    if (b->multi_stream) {
+        /* Only frees stamped <= freed_seq can be inside the block: each other stream must
+         * have finished those of them it made. */
+        for (int i = 0; i < a->nstreams; i++) {
+            const stream_state *st = &a->streams[i];
+            uint64_t need = st->last_free_seq < b->freed_seq ? st->last_free_seq : b->freed_seq;
+            if (i != stream && st->completed_seq < need) return false;
+        }
+        return true;
+    }
+    return b->stream == stream || stream_settled(a, b->stream, b->freed_seq);
+}
+
+bool range_settled(const vms_allocator *a, const range *r) {
+    for (int i = 0; i < a->nstreams; i++)
+        if (r->stream_mask >> i & 1) {
+            const stream_state *st = &a->streams[i];
+            uint64_t need = st->last_free_seq < r->idle_seq ? st->last_free_seq : r->idle_seq;
+            if (st->completed_seq < need) return false;
+        }
+    return true;
+}
+
+void streams_refresh(vms_allocator *a) {
+    for (int i = 0; i < a->nstreams; i++) {
+        stream_state *st = &a->streams[i];
+        if (st->inflight) {
+            bool done = false;
+            if (a->be->ops->event_query(a->be, st->inflight, &done) != VMS_OK) done = false;
+            if (!done) continue;
+            a->be->ops->event_destroy(a->be, st->inflight);
+            st->inflight = NULL;
+            if (st->inflight_seq > st->completed_seq) st->completed_seq = st->inflight_seq;
+        }
+        if (st->completed_seq < st->last_free_seq) {
+            vms_event ev;
+            if (a->be->ops->event_record(a->be, st->stream, &ev) != VMS_OK) continue;
+            st->inflight = ev;
+            st->inflight_seq = a->free_seq;
+            bool done = false;
+            if (a->be->ops->event_query(a->be, ev, &done) == VMS_OK && done) {
+                a->be->ops->event_destroy(a->be, ev);
+                st->inflight = NULL;
+                st->completed_seq = st->inflight_seq;
+            }
+        }
+    }
+}
+
+vms_status streams_sync_all(vms_allocator *a) {
+    vms_status rc = VMS_OK;
+    for (int i = 0; i < a->nstreams; i++) {
+        stream_state *st = &a->streams[i];
+        if (st->inflight) {
+            a->be->ops->event_destroy(a->be, st->inflight);
+            st->inflight = NULL;
+        }
+        vms_event ev;
+        uint64_t seq = a->free_seq;
+        vms_status s = a->be->ops->event_record(a->be, st->stream, &ev);
+        if (s == VMS_OK) {
+            s = a->be->ops->event_sync(a->be, ev);
+            a->be->ops->event_destroy(a->be, ev);
+        }
+        if (s == VMS_OK) st->completed_seq = seq;
+        else rc = s;
+    }
+    return rc;
+}
+
+/* PENDING blocks: freed while other streams (record_stream) may still use them. */
+void pending_poll(vms_allocator *a) {
+    block **pp = &a->pending;
+    while (*pp) {
+        block *b = *pp;
+        pending_event **ep = &b->events;
+        while (*ep) {
+            bool done = false;
+            if (a->be->ops->event_query(a->be, (*ep)->ev, &done) != VMS_OK || !done) {
+                ep = &(*ep)->next;
+                continue;
+            }
+            pending_event *e = *ep;
+            *ep = e->next;
+            a->be->ops->event_destroy(a->be, e->ev);
+            free(e);
+        }
+        if (b->events) {
+            pp = &b->pending_next;
+            continue;
+        }
+        *pp = b->pending_next;
+        b->pending_next = NULL;
+        free_finish(a, b);
+    }
+}
