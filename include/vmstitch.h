@@ -115,14 +115,15 @@ typedef enum vms_stitch_when {
 typedef struct vms_config {
     int64_t small_chunk_bytes;       /* chunk size of the small pool (default: granularity) */
     int64_t large_chunk_min_bytes;   /* smallest chunk created for the large pool (granularity) */
-    int64_t large_chunk_max_bytes;   /* largest chunk created for the large pool (8 MiB) */
+    int64_t large_chunk_max_bytes;   /* largest chunk created for the large pool (12 MiB) */
     int64_t small_request_bytes;     /* requests up to this go to the small pool (1 MiB) */
     int64_t stitch_enable;           /* 0/1 (default 1); GMLake: vmmDefragment */
     int64_t stitch_min_bytes;        /* smallest request that may be stitched (2 MiB); fragLimit */
     int64_t reuse_limit;             /* reuse a cached stitched range of <= this x request (10) */
     int64_t stitch_when;             /* vms_stitch_when (default BEFORE_GROW); defragLevel */
-    int64_t gc_threshold_bytes;      /* GC cached stitched ranges above this many bytes (1 GiB) */
-    int64_t gc_threshold_count;      /* ... or above this many ranges (1024); autoGC */
+    int64_t gc_threshold_bytes;      /* GC idle stitched ranges above this many virtual bytes (0: no
+                                        limit, the default) */
+    int64_t gc_threshold_count;      /* ... or above this many idle ranges (256; 0: no limit); autoGC */
     int64_t memory_limit_bytes;      /* 0 = no limit (default) */
     int64_t log_level;               /* 0 silent, 1 warnings (default), 2 info, 3 debug */
     int64_t check_level;             /* 0 none (default), 1 vms_check after every mutation */

@@ -433,3 +433,27 @@ size_t vms_check(vms_allocator *a) {
     pthread_mutex_unlock(&a->lock);
     return v;
 }
+
+/* Test hook (internal, never exported): plants the bug that every check must catch, a live
+ * block sharing bytes with another live block. It hands out the last size_bytes of an existing
+ * live block as a second "allocation" tracked only in the pointer map. */
+vms_status test_plant_overlap(vms_allocator *a, size_t size_bytes, void **ptr) {
+    size_t rounded = round_up(size_bytes, VMS_ALIGN_BYTES);
+    pthread_mutex_lock(&a->lock);
+    block *victim = NULL;
+    for (size_t i = 0; i < a->live.cap && !victim; i++) {
+        block *b = a->live.vals[i];
+        if (a->live.keys[i] && b->size_bytes >= rounded + VMS_ALIGN_BYTES) victim = b;
+    }
+    block *fake = victim ? block_new(a, victim->range, victim->addr + victim->size_bytes - rounded,
+                                     rounded, BLOCK_ALLOC)
+                         : NULL;
+    vms_status s = VMS_ENOMEM;
+    if (fake && ptr_map_put(&a->live, fake->addr, fake) == 0) {
+        fake->requested_bytes = size_bytes;
+        *ptr = (void *)fake->addr;
+        s = VMS_OK;
+    }
+    pthread_mutex_unlock(&a->lock);
+    return s;
+}

@@ -108,13 +108,13 @@ static int64_t default_of(size_t offset, size_t gran_bytes) {
 #define IS(f) (offset == offsetof(vms_config, f))
     if (IS(small_chunk_bytes)) return (int64_t)gran_bytes;
     if (IS(large_chunk_min_bytes)) return (int64_t)gran_bytes;
-    if (IS(large_chunk_max_bytes)) return (int64_t)(8 * MiB);
+    if (IS(large_chunk_max_bytes)) return (int64_t)(12 * MiB);
     if (IS(small_request_bytes)) return (int64_t)MiB;
     if (IS(stitch_enable)) return 1;
     if (IS(stitch_min_bytes)) return 0;
     if (IS(reuse_limit)) return 10;
     if (IS(stitch_when)) return VMS_STITCH_BEFORE_GROW;
-    if (IS(gc_threshold_bytes)) return (int64_t)(4 * GiB);
+    if (IS(gc_threshold_bytes)) return 0;
     if (IS(gc_threshold_count)) return 256;
     if (IS(memory_limit_bytes)) return 0;
     if (IS(log_level)) return 1;

@@ -217,6 +217,7 @@ vms_status range_unmap_all(vms_allocator *a, range *r);
 
 /* allocator.c */
 void free_finish(vms_allocator *a, block *b);
+vms_status test_plant_overlap(vms_allocator *a, size_t size_bytes, void **ptr);
 
 /* stats.c */
 void stats_add(vms_allocator *a, uint64_t *cur, uint64_t *peak, int64_t delta);

@@ -99,17 +99,21 @@ vms_status range_unmap_all(vms_allocator *a, range *r) {
     return s;
 }
 
+/* Thresholds of 0 mean "no limit". */
+static bool gc_over(const vms_allocator *a) {
+    return (a->cfg.gc_threshold_count && a->lru_count > a->cfg.gc_threshold_count) ||
+           (a->cfg.gc_threshold_bytes && a->lru_bytes > a->cfg.gc_threshold_bytes);
+}
+
 /* Unmaps idle ranges, oldest first, while the cache is over its thresholds (or all of them if
  * force). Without force, a range whose streams are still busy stops the sweep: its event is
  * checked again at the next call. With force, the caller has synchronised the streams. */
 vms_status gc_run(vms_allocator *a, bool force) {
-    bool over = a->lru_count > a->cfg.gc_threshold_count || a->lru_bytes > a->cfg.gc_threshold_bytes;
-    if (!force && !over) return VMS_OK;
+    if (!force && !gc_over(a)) return VMS_OK;
     a->st.gc_runs++;
     bool refreshed = false;
     while (a->lru_head) {
-        over = a->lru_count > a->cfg.gc_threshold_count || a->lru_bytes > a->cfg.gc_threshold_bytes;
-        if (!force && !over) break;
+        if (!force && !gc_over(a)) break;
         range *r = a->lru_head;
         if (!range_settled(a, r)) {
             if (!refreshed) {

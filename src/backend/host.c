@@ -29,22 +29,7 @@
 
 #include "backend/backend.h"
 
-/* The engine's interface, declared identically in sim.c (no internal header holds it yet). */
-typedef struct sim_phys {
-    void *ctx;
-    vms_status (*chunk_create)(void *ctx, size_t bytes, uint64_t *payload);
-    vms_status (*chunk_release)(void *ctx, uint64_t payload, size_t bytes);
-    vms_status (*va_reserve)(void *ctx, size_t bytes, size_t align_bytes, uintptr_t *out);
-    vms_status (*va_free)(void *ctx, uintptr_t addr, size_t bytes);
-    vms_status (*map)(void *ctx, uintptr_t addr, size_t bytes, uint64_t payload);
-    vms_status (*unmap)(void *ctx, uintptr_t addr, size_t bytes);
-    vms_status (*set_access)(void *ctx, uintptr_t addr, size_t bytes);
-    void (*destroy)(void *ctx);
-} sim_phys;
-
-vms_status sim_engine_create(const char *name, size_t granularity_bytes, size_t capacity_bytes,
-                             size_t unlimited_total_bytes, bool model_costs, const sim_phys *phys,
-                             vms_backend **out);
+#include "backend/engine.h"
 
 #define HOST_DEFAULT_GRANULARITY_BYTES ((size_t)2 << 20)
 /* The file is extended in steps this large: the size of a sparse file costs nothing, and
