@@ -76,6 +76,12 @@ VMS_API vms_status vms_backend_sim_create(size_t granularity_bytes, size_t capac
  * VMS_EUNSUPPORTED and a message in vms_last_error where there is no driver or no GPU. */
 VMS_API vms_status vms_backend_cuda_create(int device, vms_backend **out);
 
+/* cuda only (VMS_EUNSUPPORTED elsewhere): one flat JSON object describing the device (name,
+ * compute capability, driver version, granularity, total and free bytes), written into buf
+ * (NUL-terminated, truncated to cap); *len_out gets the full length. */
+VMS_API vms_status vms_backend_cuda_describe(vms_backend *b, char *buf, size_t cap,
+                                             size_t *len_out);
+
 /* Destroys a backend. Every allocator using it must have been destroyed first. */
 VMS_API void vms_backend_destroy(vms_backend *b);
 

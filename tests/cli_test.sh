@@ -1,0 +1,134 @@
+#!/bin/sh
+# Tests of the command line build/vmstitch (path as $1), run from the repository root:
+# replay --json has the fields DESIGN.md promises, one line per trace and policy; compare
+# prints a table and writes a bounded SVG; bad input exits 2 with FILE:LINE; header keys a
+# trace lacks are null; usage errors exit 2; info never crashes. Timing is never asserted.
+# Prints "N passed, N failed" and exits nonzero on any failure.
+
+V=${1:-build/vmstitch}
+T=data/traces/gpt2m-full.trace.gz
+pass=0
+fail=0
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/vms_cli_test.XXXXXX") || exit 1
+trap 'rm -rf "$tmp"' EXIT INT TERM
+
+ok() { pass=$((pass + 1)); echo "ok   $1"; }
+bad() { fail=$((fail + 1)); echo "FAIL $1"; }
+check() { # check NAME COMMAND...: passes when the command succeeds
+    name=$1
+    shift
+    if "$@"; then ok "$name"; else bad "$name"; fi
+}
+
+if [ ! -x "$V" ]; then
+    echo "FAIL $V is not an executable"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+
+# --- replay --json: every promised key -------------------------------------------------------
+"$V" replay --json --policy pytorch "$T" >"$tmp/one.json" 2>"$tmp/one.err"
+rc=$?
+check "replay --json exits 0" [ "$rc" -eq 0 ]
+missing=""
+for k in trace policy events peak_live_bytes peak_reserved_bytes efficiency vmm_calls create \
+    release reserve address_free map unmap set_access cuda_malloc cuda_free modeled_vmm_seconds \
+    modeled_vmm_seconds_second_half run_seconds replay_seconds ns_per_event; do
+    grep -q "\"$k\":" "$tmp/one.json" || missing="$missing $k"
+done
+check "replay --json has every key${missing:+ (missing:$missing)}" [ -z "$missing" ]
+check "replay --json is one line" [ "$(wc -l <"$tmp/one.json")" -eq 1 ]
+check "replay --json names trace and policy" \
+    grep -q "\"trace\":\"$T\",.*\"policy\":\"pytorch\"" "$tmp/one.json"
+check "replay --json reports run_seconds from the header" \
+    grep -q '"run_seconds":2.7[,}]' "$tmp/one.json"
+
+# --- one object per trace per policy ---------------------------------------------------------
+"$V" replay --json --policy pytorch --policy expandable "$T" \
+    data/traces/opt350-lora-rc.trace.gz >"$tmp/four.json" 2>/dev/null
+check "replay --json: one line per trace and policy" [ "$(wc -l <"$tmp/four.json")" -eq 4 ]
+
+# --- the default policy (vmstitch, the real core) --------------------------------------------
+"$V" replay --json "$T" >"$tmp/vms.json" 2>"$tmp/vms.err"
+rc=$?
+check "replay default policy is vmstitch and exits 0" \
+    sh -c "[ $rc -eq 0 ] && grep -q '\"policy\":\"vmstitch\"' '$tmp/vms.json'"
+
+# --- compare: table and SVG ------------------------------------------------------------------
+"$V" compare --svg "$tmp/plot.svg" "$T" data/traces/opt350-gen.trace.gz \
+    >"$tmp/cmp.txt" 2>"$tmp/cmp.err"
+rc=$?
+check "compare exits 0" [ "$rc" -eq 0 ]
+for p in pytorch expandable vmstitch gmlake; do
+    check "compare table has $p twice" [ "$(grep -c "^ *$p " "$tmp/cmp.txt")" -eq 2 ]
+done
+check "compare writes an SVG" \
+    sh -c "head -c 200 '$tmp/plot.svg' | grep -q '<svg' && tail -1 '$tmp/plot.svg' | grep -q '</svg>'"
+check "SVG has 2 panels x (4 policies + live)" [ "$(grep -c '<path' "$tmp/plot.svg")" -eq 10 ]
+maxpts=$(awk '/<path/ { n = gsub(/ L/, "&"); if (n > m) m = n } END { print m + 0 }' "$tmp/plot.svg")
+check "SVG series have at most ~2000 points (max $maxpts)" [ "$maxpts" -le 2003 ]
+
+# --- bad input: exit 2 and FILE:LINE ---------------------------------------------------------
+printf '# vmstitch-trace v1\na 1 100 0\nf 7\n' >"$tmp/bad.txt"
+"$V" replay "$tmp/bad.txt" >/dev/null 2>"$tmp/bad.err"
+rc=$?
+check "free of unknown ID exits 2" [ "$rc" -eq 2 ]
+check "free of unknown ID names FILE:LINE" grep -q "bad.txt:3: free of unknown ID 7" "$tmp/bad.err"
+
+printf '# vmstitch-trace v1\na 1 100 0\nq 1\n' | gzip >"$tmp/badop.gz"
+"$V" replay "$tmp/badop.gz" >/dev/null 2>"$tmp/badop.err"
+rc=$?
+check "unknown op in gzip exits 2 with line" \
+    sh -c "[ $rc -eq 2 ] && grep -q 'badop.gz:3: unknown op' '$tmp/badop.err'"
+
+printf '# vmstitch-trace v1\na 1 abc 0\n' >"$tmp/nan.txt"
+"$V" compare "$tmp/nan.txt" >/dev/null 2>"$tmp/nan.err"
+rc=$?
+check "compare: size not a number exits 2 with line" \
+    sh -c "[ $rc -eq 2 ] && grep -q 'nan.txt:2: size' '$tmp/nan.err'"
+
+head -c 100000 "$T" >"$tmp/trunc.gz"
+"$V" replay --policy pytorch "$tmp/trunc.gz" >/dev/null 2>"$tmp/trunc.err"
+rc=$?
+check "truncated gzip exits 2 with line" \
+    sh -c "[ $rc -eq 2 ] && grep -Eq 'trunc.gz:[0-9]+: truncated gzip' '$tmp/trunc.err'"
+
+head -c 3000 /dev/urandom >"$tmp/random.bin"
+"$V" replay "$tmp/random.bin" >/dev/null 2>&1
+check "random bytes exit 2" [ $? -eq 2 ]
+
+"$V" replay "$tmp/does-not-exist.gz" >/dev/null 2>&1
+check "missing file exits 2" [ $? -eq 2 ]
+
+# --- header keys a trace lacks are null ------------------------------------------------------
+printf '# vmstitch-trace v1\na 1 100 0\na 2 5000000 0\nf 1\n' >"$tmp/bare.txt"
+"$V" replay --json --policy all "$tmp/bare.txt" >"$tmp/bare.json" 2>"$tmp/bare.err"
+rc=$?
+check "bare trace replays (exit 0)" [ "$rc" -eq 0 ]
+check "bare trace: run_seconds is null" grep -q '"run_seconds":null' "$tmp/bare.json"
+check "bare trace: workload is null" grep -q '"workload":null' "$tmp/bare.json"
+check "bare trace: no warnings" [ ! -s "$tmp/bare.err" ]
+
+# --- usage -----------------------------------------------------------------------------------
+"$V" >/dev/null 2>&1
+check "no arguments exits 2" [ $? -eq 2 ]
+"$V" replay --policy nosuch "$T" >/dev/null 2>&1
+check "unknown policy exits 2" [ $? -eq 2 ]
+"$V" replay >/dev/null 2>&1
+check "replay without a trace exits 2" [ $? -eq 2 ]
+"$V" frobnicate >/dev/null 2>&1
+check "unknown command exits 2" [ $? -eq 2 ]
+"$V" help >"$tmp/help.txt" 2>&1
+check "help exits 0 and documents gmlake" \
+    sh -c "[ $? -eq 0 ] && grep -q 'fragLimit' '$tmp/help.txt'"
+
+# --- info: 0 with a GPU, 1 without, never a crash --------------------------------------------
+"$V" info >"$tmp/info.out" 2>"$tmp/info.err"
+rc=$?
+check "info exits 0 or 1 (got $rc)" [ "$rc" -le 1 ]
+if [ "$rc" -eq 1 ]; then
+    check "info explains the failure" [ -s "$tmp/info.err" ]
+fi
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
