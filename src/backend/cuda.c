@@ -152,7 +152,8 @@ static const struct cu_sym {
     const char *name;
     size_t offset;
 } cu_syms[] = {
-#define CU_SYM(field, name) {name, offsetof(struct cu_api, field)}
+#define CU_SYM(field, name)                                                                        \
+    { name, offsetof(struct cu_api, field) }
     CU_SYM(GetErrorString, "cuGetErrorString"),
     CU_SYM(GetErrorName, "cuGetErrorName"),
     CU_SYM(Init, "cuInit"),
@@ -288,8 +289,10 @@ static size_t sv_lower(const sorted_vec *v, uint64_t key) {
     size_t lo = 0, hi = v->n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (sv_key(v, mid) < key) lo = mid + 1;
-        else hi = mid;
+        if (sv_key(v, mid) < key)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return lo;
 }
@@ -490,7 +493,8 @@ static vms_status cuda_chunk_create(vms_backend *vb, size_t bytes, vms_handle *o
         pthread_mutex_unlock(&b->mu);
         if (ins != 0) {
             r = cu.MemRelease(h); /* we cannot track it, so we must not keep it */
-            if (r != CUDA_SUCCESS) st = cu_fail(b, r, "cuMemRelease (undoing an untracked chunk)");
+            if (r != CUDA_SUCCESS)
+                st = cu_fail(b, r, "cuMemRelease (undoing an untracked chunk)");
             else {
                 backend_set_error("cuda device %d: no host memory to track a chunk", b->ordinal);
                 st = VMS_ENOMEM_HOST;
@@ -589,7 +593,8 @@ static vms_status cuda_map(vms_backend *vb, uintptr_t addr, size_t bytes, vms_ha
     pthread_mutex_unlock(&b->mu);
     if (ins != 0) {
         r = cu.MemUnmap((CUdeviceptr)addr, bytes);
-        if (r != CUDA_SUCCESS) st = cu_fail(b, r, "cuMemUnmap (undoing an untracked mapping)");
+        if (r != CUDA_SUCCESS)
+            st = cu_fail(b, r, "cuMemUnmap (undoing an untracked mapping)");
         else {
             backend_set_error("cuda device %d: no host memory to track a mapping", b->ordinal);
             st = VMS_ENOMEM_HOST;
@@ -681,9 +686,12 @@ static vms_status cuda_event_query(vms_backend *vb, vms_event ev, bool *done) {
     vms_status st = ctx_enter(b, &s);
     if (st != VMS_OK) return st;
     CUresult r = cu.EventQuery((CUevent)ev);
-    if (r == CUDA_SUCCESS) *done = true;
-    else if (r == CUDA_ERROR_NOT_READY) *done = false;
-    else st = cu_fail(b, r, "cuEventQuery");
+    if (r == CUDA_SUCCESS)
+        *done = true;
+    else if (r == CUDA_ERROR_NOT_READY)
+        *done = false;
+    else
+        st = cu_fail(b, r, "cuEventQuery");
     if (st == VMS_OK) {
         pthread_mutex_lock(&b->mu);
         b->counters.event_query++;
@@ -698,7 +706,8 @@ static vms_status cuda_event_sync(vms_backend *vb, vms_event ev) {
     vms_status st = ctx_enter(b, &s);
     if (st != VMS_OK) return st;
     CUresult r = cu.EventSynchronize((CUevent)ev);
-    if (r != CUDA_SUCCESS) st = cu_fail(b, r, "cuEventSynchronize");
+    if (r != CUDA_SUCCESS)
+        st = cu_fail(b, r, "cuEventSynchronize");
     else {
         pthread_mutex_lock(&b->mu);
         b->counters.event_sync++;
@@ -928,7 +937,8 @@ VMS_API vms_status vms_backend_cuda_create(int device, vms_backend **out) {
     }
     if (pthread_mutex_init(&b->mu, NULL) != 0) {
         r = cu.DevicePrimaryCtxRelease(dev);
-        if (r != CUDA_SUCCESS) st = cu_fail(b, r, "cuDevicePrimaryCtxRelease");
+        if (r != CUDA_SUCCESS)
+            st = cu_fail(b, r, "cuDevicePrimaryCtxRelease");
         else {
             backend_set_error("cuda backend: pthread_mutex_init failed");
             st = VMS_ENOMEM_HOST;
@@ -952,7 +962,8 @@ static void driver_release_string(char *buf, size_t cap) {
             const char *k = strstr(line, "Kernel Module");
             if (k) {
                 k += strlen("Kernel Module");
-                while (*k == ' ' || *k == '\t') k++;
+                while (*k == ' ' || *k == '\t')
+                    k++;
                 size_t n = strcspn(k, " \t\n");
                 if (n && n < cap) {
                     memcpy(buf, k, n);
@@ -1021,8 +1032,7 @@ VMS_API vms_status vms_backend_cuda_describe(vms_backend *vb, char *buf, size_t 
     if (st == VMS_OK) {
         r = cu.DeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, b->dev);
         if (r == CUDA_SUCCESS)
-            r = cu.DeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
-                                      b->dev);
+            r = cu.DeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, b->dev);
         if (r != CUDA_SUCCESS) st = cu_fail(b, r, "cuDeviceGetAttribute(compute capability)");
     }
     if (st == VMS_OK) {
@@ -1036,8 +1046,10 @@ VMS_API vms_status vms_backend_cuda_describe(vms_backend *vb, char *buf, size_t 
     json_escape(ename, sizeof ename, name);
     json_escape(erel, sizeof erel, release);
     char relfield[192];
-    if (erel[0]) snprintf(relfield, sizeof relfield, "\"%s\"", erel);
-    else snprintf(relfield, sizeof relfield, "null");
+    if (erel[0])
+        snprintf(relfield, sizeof relfield, "\"%s\"", erel);
+    else
+        snprintf(relfield, sizeof relfield, "null");
     int n = snprintf(buf, buf ? cap : 0,
                      "{\"backend\":\"cuda\",\"device\":%d,\"name\":\"%s\","
                      "\"compute_capability\":\"%d.%d\",\"cuda_driver_version\":%d,"

@@ -1,0 +1,304 @@
+"""The GPU benchmark, all of it, in one command: every workload with the native allocator,
+with expandable_segments:True and with vmstitch, each run in its own subprocess, one after the
+other on the same card; then the largest-batch search under a memory cap and the allocation
+latency micro-benchmark. Writes OUT/bench_gpu.json (every run, plus the summary and the targets)
+and OUT/bench_gpu.md (the tables), and prints the tables.
+
+    python3 bench/gpu/run_all.py --out DIR [--budget-s 420] [--steps 16] [--gen-steps 5]
+                                 [--cap-gib 16] [--build build] [--only WORKLOAD,...]
+
+Runs are ordered by importance and skipped, with a note, once the time budget would be
+exceeded, so the command always finishes and always writes its results. This process never
+touches CUDA itself.
+
+Targets (issue 4): vmstitch efficiency (peak requested / peak reserved) >= 0.97 on every
+workload, with its stats agreeing with the driver (what the driver saw beyond the allocator's
+reserved peak within 128 MiB or 2% of what it is for the native allocator); median step <= 1.02x
+native; largest batch above native and expandable; losses equal to native's within the spread
+of two native runs.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+WORKER = os.path.join(HERE, "worker.py")
+WORKLOADS = [("opt13-lora-rc-tok", "train"), ("opt350-lora-rc", "train"),
+             ("gpt2m-full", "train"), ("opt350-gen", "gen")]
+ALLOCS = ["native", "expandable", "vmstitch"]
+GiB = float(1 << 30)
+MiB = float(1 << 20)
+
+
+def alloc_env(alloc, build):
+    env = dict(os.environ)
+    env.pop("PYTORCH_CUDA_ALLOC_CONF", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    if alloc == "expandable":
+        env["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
+    if alloc == "vmstitch":
+        env["PYTHONPATH"] = os.path.join(ROOT, "python") + (
+            os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        lib = os.path.join(build, "libvmstitch_torch.so")
+        if os.path.isfile(lib) and "VMSTITCH_LIBRARY" not in env:
+            env["VMSTITCH_LIBRARY"] = lib
+    return env
+
+
+def run_one(job, args, tmp, deadline, log):
+    """Runs one worker; returns its result dict, or one with an 'error'."""
+    mode, workload, alloc, tag = job
+    left = deadline - time.time()
+    est = args.estimate.get(mode, 45)
+    if left < est:
+        return {"skipped": "time budget (%.0f s left, run needs ~%.0f s)" % (left, est)}
+    out = os.path.join(tmp, "%s-%s-%s-%s.json" % (mode, workload or "none", alloc, tag))
+    cmd = [sys.executable]
+    if alloc == "vmstitch":
+        cmd += ["-m", "vmstitch"]
+    cmd += [WORKER, mode, "--json", out]
+    if workload:
+        cmd += ["--workload", workload]
+    if mode == "train":
+        cmd += ["--steps", str(args.steps)]
+    elif mode == "gen":
+        cmd += ["--steps", str(args.gen_steps)]
+    elif mode == "bisect":
+        cmd += ["--cap-gib", str(args.cap_gib), "--seq", str(args.seq)]
+    t0 = time.time()
+    try:
+        r = subprocess.run(cmd, env=alloc_env(alloc, args.build), capture_output=True, text=True,
+                           timeout=max(30, min(args.run_timeout_s, left)))
+        rc, so, se = r.returncode, r.stdout, r.stderr
+    except subprocess.TimeoutExpired as e:
+        rc, so, se = -9, (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (
+            e.stdout or ""), "timed out"
+    dt = time.time() - t0
+    log.write("=== %s %s %s %s rc=%s %.1fs\n%s\n%s\n" % (mode, workload, alloc, tag, rc, dt,
+                                                       so[-3000:], se[-3000:]))
+    log.flush()
+    if rc != 0 or not os.path.exists(out):
+        return {"error": "rc=%s" % rc, "stderr_tail": se[-2500:], "stdout_tail": so[-1000:],
+                "seconds": dt}
+    with open(out) as f:
+        res = json.load(f)
+    res["seconds"] = dt
+    return res
+
+
+def g(x):
+    return "-" if x is None else "%.3f" % (x / GiB)
+
+
+def summarize(results, args):
+    s = {"workloads": {}, "bisect": {}, "micro": {}, "targets": {}}
+    ok_all = {"efficiency": True, "stats_agree": True, "step_time": True, "losses": True}
+    for wl, mode in WORKLOADS:
+        runs = {a: results.get((mode, wl, a, "1")) for a in ALLOCS}
+        native2 = results.get((mode, wl, "native", "2"))
+        if not runs["native"] or "memory" not in runs["native"]:
+            continue
+        nat = runs["native"]
+        nat_over = nat["driver"]["peak_delta_bytes"] - nat["memory"]["reserved_bytes.all.peak"]
+        spread = None
+        if native2 and "losses" in native2:
+            spread = max((abs(a - b) for a, b in zip(nat["losses"], native2["losses"])),
+                         default=0.0)
+        rows = {}
+        for a in ALLOCS:
+            r = runs[a]
+            if not r or "memory" not in r:
+                rows[a] = {"error": (r or {}).get("error") or (r or {}).get("skipped")}
+                continue
+            m = r["memory"]
+            reserved = m["reserved_bytes.all.peak"]
+            over = r["driver"]["peak_delta_bytes"] - reserved
+            diff = max((abs(x - y) for x, y in zip(r["losses"], nat["losses"])), default=0.0)
+            # Same seed, so step i has the same shape in every run: the median of per-step
+            # ratios is steadier than the ratio of medians over steps of different lengths.
+            pairs = [a_ / b_ for a_, b_ in zip(r["step_seconds"][2:], nat["step_seconds"][2:])
+                     if b_ > 0]
+            pairs.sort()
+            paired = pairs[len(pairs) // 2] if pairs else None
+            rows[a] = {
+                "peak_reserved": reserved, "peak_requested": m["requested_bytes.all.peak"],
+                "peak_allocated": m["allocated_bytes.all.peak"],
+                "peak_active": m["active_bytes.all.peak"], "efficiency": m["efficiency"],
+                "driver_peak_delta": r["driver"]["peak_delta_bytes"],
+                "driver_beyond_reserved": over,
+                "stats_agree_with_driver": abs(over - nat_over) <= max(128 * MiB,
+                                                                        0.02 * reserved),
+                "median_step_s": r["median_step_s"],
+                "step_vs_native": (r["median_step_s"] / nat["median_step_s"])
+                if nat["median_step_s"] else None,
+                "paired_step_ratio_median": paired,
+                "max_loss_diff_vs_native": diff, "steps": r["steps"],
+                "stitches": m.get("vmstitch.stitches"), "grows": m.get("vmstitch.grows"),
+            }
+        rows["native_loss_spread"] = spread
+        s["workloads"][wl] = rows
+        v = rows.get("vmstitch", {})
+        if "efficiency" in v:
+            ok_all["efficiency"] &= (v["efficiency"] or 0) >= 0.97
+            ok_all["stats_agree"] &= v["stats_agree_with_driver"]
+            ok_all["step_time"] &= (v["paired_step_ratio_median"] or v["step_vs_native"]
+                                    or 9) <= 1.02
+            if spread is not None:
+                tol = spread + 1e-6 * max(1.0, max(abs(x) for x in nat["losses"]))
+                v["losses_within_native_spread"] = v["max_loss_diff_vs_native"] <= tol
+                ok_all["losses"] &= v["losses_within_native_spread"]
+        else:
+            for k in ok_all:
+                ok_all[k] = False
+    for a in ALLOCS:
+        r = results.get(("bisect", args.bisect_workload, a, "1"))
+        if r and "largest_batch" in r:
+            s["bisect"][a] = {"largest_batch": r["largest_batch"], "probes": len(r["probes"]),
+                              "seconds": r.get("seconds")}
+        r = results.get(("micro", None, a, "1"))
+        if r and "round_trip_us" in r:
+            s["micro"][a] = {k: v["us_median"] for k, v in r["round_trip_us"].items()}
+    b = s["bisect"]
+    if all(a in b for a in ALLOCS):
+        ok_all["largest_batch"] = (b["vmstitch"]["largest_batch"] > b["native"]["largest_batch"]
+                                   and b["vmstitch"]["largest_batch"]
+                                   > b["expandable"]["largest_batch"])
+    else:
+        ok_all["largest_batch"] = False
+    s["targets"] = ok_all
+    return s
+
+
+def tables(summary, meta):
+    L = []
+    L.append("# vmstitch on the GPU: %s (driver %s, torch %s)\n" % (
+        meta.get("device"), meta.get("driver"), meta.get("torch")))
+    L.append("Peak reserved from each allocator's own stats; driver = peak device memory in use "
+             "seen by the driver (%s) minus the baseline once the context exists; "
+             "beyond = driver - reserved (CUDA libraries' own memory, kernels); efficiency = "
+             "peak requested / peak reserved.\n" % meta.get("driver_source"))
+    L.append("| workload | allocator | peak reserved GiB | driver peak GiB | beyond MiB | "
+             "peak requested GiB | efficiency | median step s | x native | paired x | "
+             "max abs dloss |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for wl, rows in summary["workloads"].items():
+        for a in ALLOCS:
+            r = rows.get(a, {})
+            if "efficiency" not in r:
+                L.append("| %s | %s | %s |  |  |  |  |  |  |  |  |" % (wl, a, r.get("error")))
+                continue
+            L.append("| %s | %s | %s | %s | %.0f | %s | %.4f | %.4f | %.3f | %.3f | %.3g |" % (
+                wl, a, g(r["peak_reserved"]), g(r["driver_peak_delta"]),
+                r["driver_beyond_reserved"] / MiB, g(r["peak_requested"]), r["efficiency"],
+                r["median_step_s"], r["step_vs_native"] or 0,
+                r["paired_step_ratio_median"] or 0, r["max_loss_diff_vs_native"]))
+        if rows.get("native_loss_spread") is not None:
+            L.append("| %s | native vs native |  |  |  |  |  |  |  |  | %.3g |" % (
+                wl, rows["native_loss_spread"]))
+    L.append("")
+    if summary["bisect"]:
+        L.append("Largest batch (%s, seq %d, cap %.0f GiB):\n" % (
+            meta.get("bisect_workload"), meta.get("seq"), meta.get("cap_gib")))
+        L.append("| allocator | largest batch | probes | seconds |")
+        L.append("|---|---|---|---|")
+        for a, r in summary["bisect"].items():
+            L.append("| %s | %d | %d | %.1f |" % (a, r["largest_batch"], r["probes"],
+                                                 r["seconds"] or 0))
+        L.append("")
+    if summary["micro"]:
+        L.append("Allocation round trip (torch.empty + release), microseconds:\n")
+        L.append("| size | " + " | ".join(summary["micro"]) + " |")
+        L.append("|---|" + "---|" * len(summary["micro"]))
+        for size, label in (("4096", "4 KiB"), (str(8 << 20), "8 MiB"),
+                            (str(256 << 20), "256 MiB")):
+            L.append("| %s | " % label + " | ".join(
+                "%.2f" % summary["micro"][a].get(size, float("nan")) for a in summary["micro"])
+                + " |")
+        L.append("")
+    L.append("Targets: " + ", ".join("%s %s" % (k, "PASS" if v else "FAIL")
+                                     for k, v in summary["targets"].items()))
+    return "\n".join(L) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=os.path.join(HERE, "out"))
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--budget-s", type=float, default=420)
+    ap.add_argument("--run-timeout-s", type=float, default=150)
+    ap.add_argument("--steps", type=int, default=16)
+    ap.add_argument("--gen-steps", type=int, default=5)
+    ap.add_argument("--cap-gib", type=float, default=16)
+    ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--bisect-workload", default="opt350-lora-rc")
+    ap.add_argument("--only", default="", help="comma-separated workloads (default: all)")
+    ap.add_argument("--no-bisect", action="store_true")
+    ap.add_argument("--no-micro", action="store_true")
+    args = ap.parse_args()
+    args.build = os.path.abspath(args.build)
+    args.estimate = {"train": 25, "gen": 40, "bisect": 40, "micro": 12}
+    os.makedirs(args.out, exist_ok=True)
+    deadline = time.time() + args.budget_s
+    only = set(filter(None, args.only.split(",")))
+    wls = [(w, m) for w, m in WORKLOADS if not only or w in only]
+
+    # Most important first: each workload with the three allocators; then the batch search,
+    # the second native runs that give the loss spread, and last the micro-benchmark.
+    jobs = []
+    for w, m in wls:
+        jobs += [(m, w, a, "1") for a in ("native", "vmstitch", "expandable")]
+    if not args.no_bisect:
+        jobs += [("bisect", args.bisect_workload, a, "1") for a in ("native", "vmstitch",
+                                                                     "expandable")]
+    jobs += [(m, w, "native", "2") for w, m in wls if m == "train"]
+    if not args.no_micro:
+        jobs += [("micro", None, a, "1") for a in ALLOCS]
+
+    results, order = {}, []
+    with tempfile.TemporaryDirectory() as tmp, \
+            open(os.path.join(tmp, "runs.log"), "w") as log:
+        for job in jobs:
+            res = run_one(job, args, tmp, deadline, log)
+            results[job] = res
+            order.append(job)
+            status = ("skipped: " + res["skipped"]) if "skipped" in res else (
+                ("ERROR " + res["error"]) if "error" in res else "ok")
+            print("%-7s %-18s %-10s %s  %6.1fs  %s" % (job[0], job[1] or "-", job[2], job[3],
+                                                       res.get("seconds", 0), status), flush=True)
+            if "error" in res:
+                print(res.get("stderr_tail", "")[-1500:], flush=True)
+            if "seconds" in res and "error" not in res:  # learn how long runs take here
+                args.estimate[job[0]] = max(args.estimate[job[0]] * 0.5, res["seconds"] * 1.15)
+    meta = {"budget_s": args.budget_s, "steps": args.steps, "gen_steps": args.gen_steps,
+            "cap_gib": args.cap_gib, "seq": args.seq, "bisect_workload": args.bisect_workload}
+    for res in results.values():
+        env = res.get("env")
+        if env:
+            meta.setdefault("device", env.get("device"))
+            meta.setdefault("driver", env.get("driver"))
+            meta.setdefault("torch", env.get("torch"))
+            if env.get("vmstitch"):
+                meta.setdefault("vmstitch_info", env["vmstitch"])
+        if res.get("driver"):
+            meta.setdefault("driver_source", res["driver"].get("source"))
+    summary = summarize(results, args)
+    doc = {"meta": meta, "summary": summary,
+           "runs": [{"mode": j[0], "workload": j[1], "allocator": j[2], "tag": j[3],
+                     "result": results[j]} for j in order]}
+    with open(os.path.join(args.out, "bench_gpu.json"), "w") as f:
+        json.dump(doc, f, indent=1)
+    text = tables(summary, meta)
+    with open(os.path.join(args.out, "bench_gpu.md"), "w") as f:
+        f.write(text)
+    print()
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

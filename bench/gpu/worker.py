@@ -1,0 +1,389 @@
+"""One GPU benchmark run in this process: a workload, with whatever allocator the process was
+started with. It knows nothing of vmstitch: run_all.py starts it plainly (native allocator),
+with PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True, or as `python -m vmstitch worker.py ...`;
+in all three cases it reads memory through torch.cuda.memory_stats() and friends, which
+vmstitch answers when enabled. That it runs unchanged under vmstitch is part of the test.
+
+Modes:
+  train / gen  the workloads of data/traces/README.md, as /work/shared/tools/record_trace.py
+               records them (random-init models from transformers configs, random tokens,
+               seed 1234, bf16, AdamW; LoRA through peft; activation recomputation):
+               opt13-lora-rc-tok, opt350-lora-rc, gpt2m-full, opt350-gen.
+               Reports peak reserved / allocated / requested / active from the allocator's
+               stats, the driver's peak device memory in use over the run minus the baseline
+               taken once the CUDA context exists (NVML, polled every 2 ms in a thread; or
+               cudaMemGetInfo if NVML is missing), step times and per-step losses (token
+               checksums for generation).
+  bisect       the largest batch (fixed sequence length) that trains 2 steps without OOM under
+               a memory cap set with torch.cuda.set_per_process_memory_fraction (which vmstitch
+               maps to its memory limit): doubling, then bisection, in one process, with
+               empty_cache between probes.
+  micro        torch.empty + release round trip, 4 KiB, 8 MiB and 256 MiB, microseconds.
+
+usage: worker.py MODE --workload NAME --json OUT [--steps N] [--cap-gib G] [--seq L]
+"""
+import argparse
+import gc
+import json
+import os
+import random
+import statistics
+import sys
+import threading
+import time
+
+import torch
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+# ---------------------------------------------------------------- driver-side memory
+
+
+class DriverMemory(threading.Thread):
+    """Device memory in use as the driver sees it, polled in a thread; peak minus baseline."""
+
+    def __init__(self, period_s=0.002):
+        super().__init__(daemon=True)
+        self.period_s = period_s
+        self.source = None
+        self._read = None
+        self.peak = 0
+        self.baseline = 0
+        self.samples = 0
+        self._halt = threading.Event()
+        try:
+            import pynvml
+            pynvml.nvmlInit()
+            h = None
+            try:
+                u = str(torch.cuda.get_device_properties(torch.cuda.current_device()).uuid)
+                if not u.startswith("GPU-"):
+                    u = "GPU-" + u
+                h = pynvml.nvmlDeviceGetHandleByUUID(u.encode())
+            except Exception:  # noqa: BLE001 - fall back to the first device
+                h = pynvml.nvmlDeviceGetHandleByIndex(0)
+            self._read = lambda: pynvml.nvmlDeviceGetMemoryInfo(h).used
+            self.source = "nvml"
+        except Exception:  # noqa: BLE001 - no NVML: the runtime's view of the same thing
+            def read():
+                free, total = torch.cuda.mem_get_info()
+                return total - free
+            self._read = read
+            self.source = "cudaMemGetInfo"
+
+    def take_baseline(self):
+        torch.cuda.synchronize()
+        self.baseline = self._read()
+        self.peak = self.baseline
+
+    def run(self):
+        while not self._halt.is_set():
+            v = self._read()
+            self.samples += 1
+            if v > self.peak:
+                self.peak = v
+            time.sleep(self.period_s)
+
+    def finish(self):
+        torch.cuda.synchronize()
+        v = self._read()
+        self.peak = max(self.peak, v)
+        self._halt.set()
+        self.join(timeout=1)
+        return self.peak - self.baseline
+
+
+# ---------------------------------------------------------------- workloads (record_trace.py)
+
+
+def build(name):
+    from transformers import GPT2Config, GPT2LMHeadModel, OPTConfig, OPTForCausalLM
+    if name.startswith("opt13"):
+        cfg = OPTConfig(hidden_size=2048, num_hidden_layers=24, ffn_dim=8192,
+                        num_attention_heads=32, max_position_embeddings=2048, vocab_size=50272,
+                        word_embed_proj_dim=2048)
+        return OPTForCausalLM, cfg, ["q_proj", "v_proj"]
+    if name.startswith("opt350"):
+        cfg = OPTConfig(hidden_size=1024, num_hidden_layers=24, ffn_dim=4096,
+                        num_attention_heads=16, max_position_embeddings=2048, vocab_size=50272,
+                        word_embed_proj_dim=512)
+        return OPTForCausalLM, cfg, ["q_proj", "v_proj"]
+    if name.startswith("gpt2m"):
+        cfg = GPT2Config(n_layer=24, n_embd=1024, n_head=16, n_positions=2048)
+        return GPT2LMHeadModel, cfg, ["c_attn"]
+    raise SystemExit("unknown workload " + name)
+
+
+def make_model(name):
+    """The model in bf16 on the GPU. Built directly there (fast; a 1.3B model initialised on
+    the CPU takes many seconds), in bf16 so that no fp32 copy ever sits on the GPU; then the
+    recipe's .to(cuda, bf16), a no-op for what is already there."""
+    cls, cfg, targets = build(name)
+    old = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.bfloat16)
+        with torch.device("cuda"):
+            model = cls(cfg)
+        where = "gpu"
+    except Exception as e:  # noqa: BLE001 - the recipe's own way, slower
+        print("building on the GPU failed (%r); building on the CPU" % (e,), file=sys.stderr)
+        torch.set_default_dtype(old)
+        model = cls(cfg)
+        where = "cpu"
+    finally:
+        torch.set_default_dtype(old)
+    model = model.to(device="cuda", dtype=torch.bfloat16)
+    return model, targets, where
+
+
+def prepare_training(name, model, targets):
+    lora = "lora" in name
+    if lora:
+        from peft import LoraConfig, get_peft_model
+        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=targets,
+                                                 lora_dropout=0.05))
+    if "rc" in name:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if lora:
+            model.enable_input_require_grads()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    return model, opt
+
+
+def train(name, model, opt, steps):
+    budget = "tok" in name
+    times, losses, shapes = [], [], []
+    for _ in range(steps):
+        L = random.choice([128, 256, 384, 512, 768, 1024, 1536, 2048])
+        bs = max(1, 8 * 512 // L) if budget else 4
+        ids = torch.randint(0, 30000, (bs, L), device="cuda")
+        t0 = time.perf_counter()
+        out = model(input_ids=ids, labels=ids)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+        losses.append(out.loss.item())
+        shapes.append([bs, L])
+        del out, ids
+    return times, losses, shapes
+
+
+def generate(model, steps):
+    model = model.eval()
+    times, sums, shapes = [], [], []
+    with torch.no_grad():
+        for _ in range(steps):
+            L = random.choice([64, 128, 256, 512, 1024])
+            bs = random.choice([1, 2, 4, 8, 16])
+            new = random.choice([16, 32, 64, 128])
+            ids = torch.randint(0, 30000, (bs, L), device="cuda")
+            t0 = time.perf_counter()
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                 max_new_tokens=new, min_new_tokens=new, do_sample=False)
+            torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+            sums.append(float(out[:, L:].sum().item()))  # a checksum of the generated tokens
+            shapes.append([bs, L, new])
+            del out, ids
+    return times, sums, shapes
+
+
+# ---------------------------------------------------------------- reporting
+
+
+def allocator_name():
+    vm = sys.modules.get("vmstitch")
+    if vm is not None and vm.is_enabled():
+        return "vmstitch"
+    conf = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")
+    return "expandable" if "expandable_segments:True" in conf else "native"
+
+
+KEEP = ("allocated_bytes.all.peak", "reserved_bytes.all.peak", "active_bytes.all.peak",
+        "requested_bytes.all.peak", "allocated_bytes.all.current", "reserved_bytes.all.current",
+        "num_alloc_retries", "num_ooms", "num_device_alloc", "num_device_free")
+
+
+def memory_report(stats):
+    out = {k: stats.get(k) for k in KEEP}
+    out.update({k: v for k, v in stats.items() if k.startswith("vmstitch.")})
+    res = stats.get("reserved_bytes.all.peak", 0)
+    out["efficiency"] = (stats.get("requested_bytes.all.peak", 0) / res) if res else None
+    return out
+
+
+def environment():
+    env = {"torch": torch.__version__, "device": torch.cuda.get_device_name(),
+           "allocator": allocator_name(),
+           "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "default")}
+    try:
+        import pynvml
+        pynvml.nvmlInit()
+        v = pynvml.nvmlSystemGetDriverVersion()
+        env["driver"] = v.decode() if isinstance(v, bytes) else v
+    except Exception:  # noqa: BLE001
+        env["driver"] = None
+    vm = sys.modules.get("vmstitch")
+    if vm is not None and vm.is_enabled():
+        try:
+            env["vmstitch"] = vm.info()
+        except Exception as e:  # noqa: BLE001
+            env["vmstitch"] = {"error": repr(e)}
+    return env
+
+
+def median_step(times):
+    t = times[2:] if len(times) > 4 else times  # the first steps pay for autotuning
+    return statistics.median(t) if t else None
+
+
+# ---------------------------------------------------------------- modes
+
+
+def run_workload(args):
+    random.seed(1234)
+    torch.manual_seed(1234)
+    torch.cuda.init()
+    torch.cuda.mem_get_info()  # the CUDA context exists from here: the driver baseline
+    drv = DriverMemory()
+    drv.take_baseline()
+    drv.start()
+    t0 = time.perf_counter()
+    model, targets, where = make_model(args.workload)
+    build_s = time.perf_counter() - t0
+    if "gen" in args.workload:
+        times, losses, shapes = generate(model, args.steps)
+    else:
+        model, opt = prepare_training(args.workload, model, targets)
+        times, losses, shapes = train(args.workload, model, opt, args.steps)
+    driver_delta = drv.finish()
+    stats = torch.cuda.memory_stats()
+    return {
+        "mode": args.mode, "workload": args.workload, "env": environment(),
+        "built_on": where, "build_seconds": build_s, "steps": len(times),
+        "step_seconds": times, "median_step_s": median_step(times), "losses": losses,
+        "shapes": shapes, "memory": memory_report(stats),
+        "driver": {"source": drv.source, "baseline_bytes": drv.baseline,
+                   "peak_delta_bytes": driver_delta, "samples": drv.samples},
+        "max_memory_reserved": torch.cuda.max_memory_reserved(),
+        "max_memory_allocated": torch.cuda.max_memory_allocated(),
+    }
+
+
+def is_oom(e):
+    return "out of memory" in str(e).lower()
+
+
+def run_bisect(args):
+    random.seed(1234)
+    torch.manual_seed(1234)
+    torch.cuda.init()
+    total = torch.cuda.get_device_properties(0).total_memory
+    cap = int(args.cap_gib * GiB)
+    torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total))
+    model, targets, _ = make_model(args.workload)
+    model, opt = prepare_training(args.workload, model, targets)
+    seq = args.seq
+    probes = []
+
+    def two_steps(bs):  # its own frame: everything it held dies with it, even on OOM
+        for _ in range(2):
+            ids = torch.randint(0, 30000, (bs, seq), device="cuda")
+            out = model(input_ids=ids, labels=ids)
+            out.loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            del out, ids
+        torch.cuda.synchronize()
+
+    def probe(bs):
+        ok, err = True, None
+        t0 = time.perf_counter()
+        try:
+            two_steps(bs)
+        except RuntimeError as e:
+            if not is_oom(e):
+                raise
+            ok, err = False, str(e).splitlines()[0][:200]
+        opt.zero_grad(set_to_none=True)
+        gc.collect()
+        peak = torch.cuda.max_memory_reserved()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        probes.append({"batch": bs, "ok": ok, "seconds": time.perf_counter() - t0,
+                       "peak_reserved": peak, "error": err})
+        return ok
+
+    lo, hi, bs = 0, None, args.start_batch
+    while hi is None and bs <= args.max_batch:
+        if probe(bs):
+            lo, bs = bs, bs * 2
+        else:
+            hi = bs
+    if hi is None:
+        hi = args.max_batch + 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if probe(mid):
+            lo = mid
+        else:
+            hi = mid
+    stats = torch.cuda.memory_stats()
+    return {"mode": "bisect", "workload": args.workload, "env": environment(), "seq": seq,
+            "cap_bytes": cap, "largest_batch": lo, "probes": probes,
+            "num_ooms": stats.get("num_ooms")}
+
+
+def run_micro(args):
+    torch.cuda.init()
+    torch.empty(1, device="cuda")
+    out = {}
+    for size in (4096, 8 * MiB, 256 * MiB):
+        for _ in range(300):
+            t = torch.empty(size, dtype=torch.uint8, device="cuda")
+            del t
+        reps = []
+        n = args.micro_iters
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                t = torch.empty(size, dtype=torch.uint8, device="cuda")
+                del t
+            reps.append((time.perf_counter() - t0) / n * 1e6)
+        out[str(size)] = {"us_median": statistics.median(reps), "us_reps": reps}
+    return {"mode": "micro", "env": environment(), "round_trip_us": out}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", choices=["train", "gen", "bisect", "micro"])
+    ap.add_argument("--workload", default="opt350-lora-rc")
+    ap.add_argument("--json", required=True)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--cap-gib", type=float, default=16.0)
+    ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--start-batch", type=int, default=16)
+    ap.add_argument("--max-batch", type=int, default=1024)
+    ap.add_argument("--micro-iters", type=int, default=3000)
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    if args.mode in ("train", "gen"):
+        res = run_workload(args)
+    elif args.mode == "bisect":
+        res = run_bisect(args)
+    else:
+        res = run_micro(args)
+    res["wall_seconds"] = time.perf_counter() - t0
+    with open(args.json, "w") as f:
+        json.dump(res, f)
+    print("RESULT " + json.dumps({k: res[k] for k in res if k not in
+                                  ("step_seconds", "losses", "shapes", "probes")}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
