@@ -75,16 +75,33 @@ void streams_refresh(vms_allocator *a) {
     }
 }
 
+/* Waits until every free so far has finished on the device. A device-wide sync rather than an
+ * event per stream, so that a stream the application destroyed after using it is never
+ * touched (a backend without device_sync falls back to events on the known streams). */
 vms_status streams_sync_all(vms_allocator *a) {
+    uint64_t seq = a->free_seq;
     vms_status rc = VMS_OK;
+    if (a->be->ops->device_sync) {
+        rc = a->be->ops->device_sync(a->be);
+        for (int i = 0; i < a->nstreams; i++) {
+            stream_state *st = &a->streams[i];
+            if (st->inflight) {
+                a->be->ops->event_destroy(a->be, st->inflight);
+                st->inflight = NULL;
+            }
+            /* On failure (a held host stream) only what events prove is settled. */
+            if (rc == VMS_OK) st->completed_seq = seq;
+        }
+        return rc;
+    }
     for (int i = 0; i < a->nstreams; i++) {
         stream_state *st = &a->streams[i];
         if (st->inflight) {
             a->be->ops->event_destroy(a->be, st->inflight);
             st->inflight = NULL;
         }
+        if (st->completed_seq >= st->last_free_seq) continue;
         vms_event ev;
-        uint64_t seq = a->free_seq;
         vms_status s = a->be->ops->event_record(a->be, st->stream, &ev);
         if (s == VMS_OK) {
             s = a->be->ops->event_sync(a->be, ev);

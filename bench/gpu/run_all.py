@@ -121,7 +121,8 @@ def summarize(results, args):
             diff = max((abs(x - y) for x, y in zip(r["losses"], nat["losses"])), default=0.0)
             # Same seed, so step i has the same shape in every run: the median of per-step
             # ratios is steadier than the ratio of medians over steps of different lengths.
-            pairs = [a_ / b_ for a_, b_ in zip(r["step_seconds"][2:], nat["step_seconds"][2:])
+            half = len(nat["step_seconds"]) // 2  # steady state, as median_step in worker.py
+            pairs = [a_ / b_ for a_, b_ in zip(r["step_seconds"][half:], nat["step_seconds"][half:])
                      if b_ > 0]
             pairs.sort()
             paired = pairs[len(pairs) // 2] if pairs else None
@@ -156,20 +157,21 @@ def summarize(results, args):
             for k in ok_all:
                 ok_all[k] = False
     for a in ALLOCS:
-        r = results.get(("bisect", args.bisect_workload, a, "1"))
-        if r and "largest_batch" in r:
-            s["bisect"][a] = {"largest_batch": r["largest_batch"], "probes": len(r["probes"]),
-                              "seconds": r.get("seconds")}
+        for bw in args.bisect_workload.split(","):
+            r = results.get(("bisect", bw, a, "1"))
+            if r and "largest_batch" in r:
+                s["bisect"].setdefault(bw, {})[a] = {
+                    "largest_batch": r["largest_batch"], "probes": len(r["probes"]),
+                    "seconds": r.get("seconds")}
         r = results.get(("micro", None, a, "1"))
         if r and "round_trip_us" in r:
             s["micro"][a] = {k: v["us_median"] for k, v in r["round_trip_us"].items()}
-    b = s["bisect"]
-    if all(a in b for a in ALLOCS):
-        ok_all["largest_batch"] = (b["vmstitch"]["largest_batch"] > b["native"]["largest_batch"]
-                                   and b["vmstitch"]["largest_batch"]
-                                   > b["expandable"]["largest_batch"])
-    else:
-        ok_all["largest_batch"] = False
+    # The target: above both on at least one fine-tuning workload.
+    ok_all["largest_batch"] = any(
+        all(a in b for a in ALLOCS)
+        and b["vmstitch"]["largest_batch"] > b["native"]["largest_batch"]
+        and b["vmstitch"]["largest_batch"] > b["expandable"]["largest_batch"]
+        for b in s["bisect"].values())
     s["targets"] = ok_all
     return s
 
@@ -201,12 +203,12 @@ def tables(summary, meta):
             L.append("| %s | native vs native |  |  |  |  |  |  |  |  | %.3g |" % (
                 wl, rows["native_loss_spread"]))
     L.append("")
-    if summary["bisect"]:
+    for bw, rows in summary["bisect"].items():
         L.append("Largest batch (%s, seq %d, cap %.0f GiB):\n" % (
-            meta.get("bisect_workload"), meta.get("seq"), meta.get("cap_gib")))
+            bw, meta.get("seq"), meta.get("cap_gib")))
         L.append("| allocator | largest batch | probes | seconds |")
         L.append("|---|---|---|---|")
-        for a, r in summary["bisect"].items():
+        for a, r in rows.items():
             L.append("| %s | %d | %d | %.1f |" % (a, r["largest_batch"], r["probes"],
                                                  r["seconds"] or 0))
         L.append("")
@@ -231,7 +233,7 @@ def main():
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--budget-s", type=float, default=420)
     ap.add_argument("--run-timeout-s", type=float, default=150)
-    ap.add_argument("--steps", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--gen-steps", type=int, default=5)
     ap.add_argument("--cap-gib", type=float, default=16)
     ap.add_argument("--seq", type=int, default=512)
@@ -252,12 +254,12 @@ def main():
     jobs = []
     for w, m in wls:
         jobs += [(m, w, a, "1") for a in ("native", "vmstitch", "expandable")]
-    if not args.no_bisect:
-        jobs += [("bisect", args.bisect_workload, a, "1") for a in ("native", "vmstitch",
-                                                                     "expandable")]
-    jobs += [(m, w, "native", "2") for w, m in wls if m == "train"]
     if not args.no_micro:
         jobs += [("micro", None, a, "1") for a in ALLOCS]
+    if not args.no_bisect:
+        for bw in args.bisect_workload.split(","):
+            jobs += [("bisect", bw, a, "1") for a in ("native", "vmstitch", "expandable")]
+    jobs += [(m, w, "native", "2") for w, m in wls if m == "train"]
 
     results, order = {}, []
     with tempfile.TemporaryDirectory() as tmp, \

@@ -238,7 +238,9 @@ def environment():
 
 
 def median_step(times):
-    t = times[2:] if len(times) > 4 else times  # the first steps pay for autotuning
+    # The steady state: the second half of the steps. The first steps pay for autotuning and
+    # for every allocator's first touch of memory (cudaMalloc, cuMemCreate) at each new shape.
+    t = times[len(times) // 2:] if len(times) > 4 else times
     return statistics.median(t) if t else None
 
 

@@ -50,6 +50,10 @@ typedef struct vms_backend_ops {
     vms_status (*event_query)(vms_backend *b, vms_event ev, bool *done);
     vms_status (*event_sync)(vms_backend *b, vms_event ev);
     void (*event_destroy)(vms_backend *b, vms_event ev);
+    /* Waits for all work queued on the device, on every stream. Used by empty_cache, the OOM
+     * ladder and destroy, so that they never need a stream handle, which the user may have
+     * destroyed since. host/sim: fails if a stream is held. */
+    vms_status (*device_sync)(vms_backend *b);
     /* cuda: VMS_ECAPTURE if the stream is capturing a graph; others: VMS_OK */
     vms_status (*stream_check)(vms_backend *b, vms_stream stream);
     vms_status (*stream_hold)(vms_backend *b, vms_stream stream, int held); /* may be NULL */

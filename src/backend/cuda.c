@@ -142,6 +142,7 @@ static struct cu_api {
     CUresult (*EventRecord)(CUevent, CUstream);
     CUresult (*EventQuery)(CUevent);
     CUresult (*EventSynchronize)(CUevent);
+    CUresult (*CtxSynchronize)(void);
     CUresult (*EventDestroy)(CUevent);
     CUresult (*StreamIsCapturing)(CUstream, int *);
 } cu;
@@ -181,6 +182,7 @@ static const struct cu_sym {
     CU_SYM(EventRecord, "cuEventRecord"),
     CU_SYM(EventQuery, "cuEventQuery"),
     CU_SYM(EventSynchronize, "cuEventSynchronize"),
+    CU_SYM(CtxSynchronize, "cuCtxSynchronize"),
     CU_SYM(EventDestroy, "cuEventDestroy"),
     CU_SYM(StreamIsCapturing, "cuStreamIsCapturing"),
 #undef CU_SYM
@@ -716,6 +718,24 @@ static vms_status cuda_event_sync(vms_backend *vb, vms_event ev) {
     return ctx_leave(b, &s, st);
 }
 
+/* Waits for every stream of the device's primary context: no stream handle is needed, so a
+ * stream the application has destroyed since is never touched. */
+static vms_status cuda_device_sync(vms_backend *vb) {
+    cuda_backend *b = cb(vb);
+    ctx_scope s;
+    vms_status st = ctx_enter(b, &s);
+    if (st != VMS_OK) return st;
+    CUresult r = cu.CtxSynchronize();
+    if (r != CUDA_SUCCESS)
+        st = cu_fail(b, r, "cuCtxSynchronize");
+    else {
+        pthread_mutex_lock(&b->mu);
+        b->counters.event_sync++;
+        pthread_mutex_unlock(&b->mu);
+    }
+    return ctx_leave(b, &s, st);
+}
+
 static void cuda_event_destroy(vms_backend *vb, vms_event ev) {
     cuda_backend *b = cb(vb);
     if (!ev) return;
@@ -842,6 +862,7 @@ static const vms_backend_ops cuda_ops = {
     .event_query = cuda_event_query,
     .event_sync = cuda_event_sync,
     .event_destroy = cuda_event_destroy,
+    .device_sync = cuda_device_sync,
     .stream_check = cuda_stream_check,
     .stream_hold = NULL,
     .counters = cuda_counters,
@@ -961,8 +982,10 @@ static void driver_release_string(char *buf, size_t cap) {
         if (fgets(line, sizeof line, f)) {
             const char *k = strstr(line, "Kernel Module");
             if (k) {
+                /* "... Kernel Module for x86_64  580.159.03  Release Build ...": the version is
+                 * the first word that starts with a digit (after "x86_64", which does not). */
                 k += strlen("Kernel Module");
-                while (*k == ' ' || *k == '\t')
+                while (*k && !(k[-1] == ' ' && *k >= '0' && *k <= '9'))
                     k++;
                 size_t n = strcspn(k, " \t\n");
                 if (n && n < cap) {

@@ -640,6 +640,21 @@ static vms_status sim_event_sync(vms_backend *b, vms_event ev) {
     return VMS_EBACKEND;
 }
 
+static vms_status sim_device_sync(vms_backend *b) {
+    sim_engine *e = engine_of(b);
+    vms_status st = VMS_OK;
+    pthread_mutex_lock(&e->mu);
+    for (size_t i = 0; i < e->stream_count; i++) {
+        if (e->streams[i].held && e->streams[i].completed < e->streams[i].recorded) st = VMS_EBACKEND;
+        if (e->streams[i].held) continue;
+        e->streams[i].completed = e->streams[i].recorded;
+    }
+    e->counters.event_sync++;
+    pthread_mutex_unlock(&e->mu);
+    if (st != VMS_OK) backend_set_error("%s: device_sync: a held stream cannot complete", e->ops.name);
+    return st;
+}
+
 static void sim_event_destroy(vms_backend *b, vms_event ev) {
     (void)b;
     free(ev);
@@ -719,6 +734,7 @@ static const vms_backend_ops sim_ops_template = {
     .event_query = sim_event_query,
     .event_sync = sim_event_sync,
     .event_destroy = sim_event_destroy,
+    .device_sync = sim_device_sync,
     .stream_check = sim_stream_check,
     .stream_hold = sim_stream_hold,
     .counters = sim_counters,

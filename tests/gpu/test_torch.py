@@ -208,7 +208,12 @@ def record_stream_side_stream():
         torch.cuda._sleep(600_000_000)  # ~0.3 s of GPU time, then read x
         total = x.sum()
     x.record_stream(side)
+    st0 = vmstitch.stats()
     del x  # freed while the side stream has yet to read it
+    st1 = vmstitch.stats()
+    print("before free: active %d events %s; after free: active %d events %s" % (
+        st0.get("active_bytes.all.current"), st0.get("vmstitch.backend.event_record"),
+        st1.get("active_bytes.all.current"), st1.get("vmstitch.backend.event_record")))
     w = torch.empty(n, device="cuda")
     w.fill_(7.0)  # on the default stream: runs long before the side stream's read
     assert w.data_ptr() != x_ptr, "memory reused before the side stream finished"
