@@ -124,7 +124,7 @@ typedef struct vms_config {
     int64_t large_chunk_max_bytes;   /* largest chunk created for the large pool (12 MiB) */
     int64_t small_request_bytes;     /* requests up to this go to the small pool (1 MiB) */
     int64_t stitch_enable;           /* 0/1 (default 1); GMLake: vmmDefragment */
-    int64_t stitch_min_bytes;        /* smallest request that may be stitched (2 MiB); fragLimit */
+    int64_t stitch_min_bytes;        /* smallest request that may be stitched (0); fragLimit */
     int64_t reuse_limit;             /* reuse a cached stitched range of <= this x request (10) */
     int64_t stitch_when;             /* vms_stitch_when (default BEFORE_GROW); defragLevel */
     int64_t gc_threshold_bytes;      /* GC idle stitched ranges above this many virtual bytes (0: no

@@ -96,8 +96,9 @@ void vms_allocator_destroy(vms_allocator *a) {
                 c->owner_addr = c->home_addr;
             }
         }
-        if (range_unmap_all(a, r) != VMS_OK) {
-            /* The backend refused: drop our record anyway; the process is tearing down. */
+        /* A failed call is tried once more (a transient error leaks nothing); if the backend
+         * still refuses, the record is dropped: the allocator is going away. */
+        if (range_unmap_all(a, r) != VMS_OK && range_unmap_all(a, r) != VMS_OK) {
             if (r->all_prev) r->all_prev->all_next = r->all_next;
             else a->stitched = r->all_next;
             if (r->all_next) r->all_next->all_prev = r->all_prev;
@@ -106,8 +107,10 @@ void vms_allocator_destroy(vms_allocator *a) {
     }
     for (chunk *c = a->all_chunks, *n; c; c = n) {
         n = c->all_next;
-        bk_unmap(a, c->home_addr, c->size_bytes);
-        bk_release(a, c->handle, c->size_bytes);
+        if (bk_unmap(a, c->home_addr, c->size_bytes) != VMS_OK)
+            bk_unmap(a, c->home_addr, c->size_bytes);
+        if (bk_release(a, c->handle, c->size_bytes) != VMS_OK)
+            bk_release(a, c->handle, c->size_bytes);
         free(c);
     }
     for (int p = 0; p < POOL_COUNT; p++) {
@@ -115,6 +118,7 @@ void vms_allocator_destroy(vms_allocator *a) {
         bk_va_free(a, a->arena[p]->base, a->arena[p]->size_bytes);
         range_delete(a, a->arena[p]);
     }
+    bk_va_free_retry(a);
     for (block *b = a->spare_blocks, *n; b; b = n) {
         n = b->next;
         free(b);
@@ -150,17 +154,21 @@ static block *best_fit(vms_allocator *a, pool_kind pool, size_t size_bytes, int 
     return NULL;
 }
 
-static vms_status miss(vms_allocator *a, pool_kind pool, size_t size_bytes, int stream, block **out) {
+static vms_status miss(vms_allocator *a, pool_kind pool, size_t size_bytes, int stream, block **out,
+                       uintptr_t *take_at) {
     bool can_stitch = pool != POOL_SMALL && a->cfg.stitch_enable && size_bytes >= a->cfg.stitch_min_bytes;
     vms_status s;
     a->cur_request_bytes = size_bytes;
     if (can_stitch && a->cfg.stitch_when == VMS_STITCH_BEFORE_GROW) {
         s = stitch_for(a, pool, size_bytes, stream, true, out);
+        if (s == VMS_OK) *take_at = (*out)->addr;
         if (s != VMS_ENOMEM) return s;
     }
-    s = grow_for(a, pool, size_bytes, stream, out);
-    if (s == VMS_ENOMEM && can_stitch && a->cfg.stitch_when == VMS_STITCH_ON_GROW_FAIL)
+    s = grow_for(a, pool, size_bytes, stream, out, take_at);
+    if (s == VMS_ENOMEM && can_stitch && a->cfg.stitch_when == VMS_STITCH_ON_GROW_FAIL) {
         s = stitch_for(a, pool, size_bytes, stream, false, out);
+        if (s == VMS_OK) *take_at = (*out)->addr;
+    }
     return s;
 }
 
@@ -172,11 +180,12 @@ static vms_status alloc_locked(vms_allocator *a, size_t rounded, int stream, blo
         if (a->nstreams > 1) streams_refresh(a);
         b = best_fit(a, pool, rounded, stream);
     }
+    uintptr_t at = b ? b->addr : 0;
     if (!b) {
-        vms_status s = miss(a, pool, rounded, stream, &b);
+        vms_status s = miss(a, pool, rounded, stream, &b, &at);
         if (s != VMS_OK) return s;
     }
-    block *got = block_take(a, b, rounded);
+    block *got = block_take(a, b, at, rounded);
     if (!got) return VMS_ENOMEM_HOST;
     *out = got;
     return VMS_OK;
@@ -220,10 +229,10 @@ static void oom_report_make(vms_allocator *a, size_t size, size_t rounded, vms_s
 /* Collects everything that can be given back: pending frees, idle stitched ranges, free
  * chunks. Waits for the streams first, so nothing a kernel still uses is unmapped. */
 static void collect_all(vms_allocator *a) {
-    streams_sync_all(a);
+    streams_sync_all(a); /* on failure, what stays unsettled is skipped below */
     if (a->pending) pending_poll(a);
     gc_run(a, true);
-    chunk_release_free(a, false, NULL);
+    chunk_release_free(a, true, NULL);
     stats_cached_update(a);
 }
 
@@ -321,8 +330,10 @@ static vms_status not_live_status(vms_allocator *a, uintptr_t p) {
     range *r = range_containing(a, p);
     if (!r) return VMS_ENOTFOUND;
     block *b = range_block_at(r, p);
-    if (b && (b->state == BLOCK_FREE || b->state == BLOCK_PENDING) && p % VMS_ALIGN_BYTES == 0)
-        return VMS_EDOUBLEFREE;
+    /* Freed memory of a stitched range may have been handed back (LENT) since. */
+    bool was_freed = b && (b->state == BLOCK_FREE || b->state == BLOCK_PENDING ||
+                           (b->state == BLOCK_LENT && r->kind == RANGE_STITCHED));
+    if (was_freed && p % VMS_ALIGN_BYTES == 0) return VMS_EDOUBLEFREE;
     return VMS_ENOTFOUND;
 }
 
@@ -355,13 +366,10 @@ vms_status vms_free(vms_allocator *a, void *ptr) {
             if (!(b->extra_streams >> i & 1)) continue;
             pending_event *e = malloc(sizeof *e);
             vms_event ev;
-            if (!e) {
-                streams_sync_all(a); /* cannot track it: wait instead */
-                continue;
-            }
-            if (a->be->ops->event_record(a->be, a->streams[i].stream, &ev) != VMS_OK) {
+            if (!e || a->be->ops->event_record(a->be, a->streams[i].stream, &ev) != VMS_OK) {
+                /* Cannot track this stream: the block waits for the next full sync. */
                 free(e);
-                streams_sync_all(a);
+                b->needs_sync = 1;
                 continue;
             }
             e->ev = ev;
@@ -370,6 +378,7 @@ vms_status vms_free(vms_allocator *a, void *ptr) {
         }
         b->pending_next = a->pending;
         a->pending = b;
+        if (b->needs_sync) streams_sync_all(a);
     } else {
         free_finish(a, b);
     }

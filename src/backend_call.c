@@ -23,8 +23,27 @@ vms_status bk_reserve(vms_allocator *a, size_t bytes, uintptr_t *addr) {
                    &a->st.backend_reserve, 1);
 }
 
+/* An address range whose release failed is not forgotten: it is kept and retried by
+ * bk_va_free_retry (at each GC and at destroy), so a transient driver error leaks nothing. */
 vms_status bk_va_free(vms_allocator *a, uintptr_t addr, size_t bytes) {
-    return counted(a, a->be->ops->va_free(a->be, addr, bytes), &a->st.backend_address_free, 1);
+    vms_status s =
+        counted(a, a->be->ops->va_free(a->be, addr, bytes), &a->st.backend_address_free, 1);
+    if (s != VMS_OK && a->deferred_n < VMS_DEFERRED_VA_MAX) {
+        a->deferred_va[a->deferred_n].addr = addr;
+        a->deferred_va[a->deferred_n].bytes = bytes;
+        a->deferred_n++;
+    }
+    return s;
+}
+
+void bk_va_free_retry(vms_allocator *a) {
+    size_t keep = 0;
+    for (size_t i = 0; i < a->deferred_n; i++) {
+        vms_status s = a->be->ops->va_free(a->be, a->deferred_va[i].addr, a->deferred_va[i].bytes);
+        if (s == VMS_OK) a->st.backend_address_free++;
+        else a->deferred_va[keep++] = a->deferred_va[i];
+    }
+    a->deferred_n = keep;
 }
 
 vms_status bk_map(vms_allocator *a, uintptr_t addr, size_t bytes, vms_handle h) {

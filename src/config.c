@@ -14,6 +14,7 @@
 typedef enum opt_kind { OPT_BYTES, OPT_BOOL, OPT_INT, OPT_WHEN } opt_kind;
 
 typedef struct opt_desc {
+    const char *field;
     const char *env;
     const char *alias; /* GMLake's name, or NULL */
     size_t offset;
@@ -21,11 +22,13 @@ typedef struct opt_desc {
     int64_t min_value, max_value;
 } opt_desc;
 
-#define OPT(field, env, alias, kind, lo, hi) {env, alias, offsetof(vms_config, field), kind, lo, hi}
+#define OPT(field, env, alias, kind, lo, hi) {#field, env, alias, offsetof(vms_config, field), kind, lo, hi}
+/* Sizes are bounded far above any device (1 TiB) so that rounding them cannot overflow. */
+#define TiB_I ((int64_t)1 << 40)
 static const opt_desc opts[] = {
-    OPT(small_chunk_bytes, "VMSTITCH_SMALL_CHUNK", NULL, OPT_BYTES, 1, INT64_MAX),
-    OPT(large_chunk_min_bytes, "VMSTITCH_LARGE_CHUNK_MIN", NULL, OPT_BYTES, 1, INT64_MAX),
-    OPT(large_chunk_max_bytes, "VMSTITCH_LARGE_CHUNK_MAX", NULL, OPT_BYTES, 1, INT64_MAX),
+    OPT(small_chunk_bytes, "VMSTITCH_SMALL_CHUNK", NULL, OPT_BYTES, 1, TiB_I),
+    OPT(large_chunk_min_bytes, "VMSTITCH_LARGE_CHUNK_MIN", NULL, OPT_BYTES, 1, TiB_I),
+    OPT(large_chunk_max_bytes, "VMSTITCH_LARGE_CHUNK_MAX", NULL, OPT_BYTES, 1, TiB_I),
     OPT(small_request_bytes, "VMSTITCH_SMALL_REQUEST", NULL, OPT_BYTES, 0, 64 * (int64_t)MiB),
     OPT(stitch_enable, "VMSTITCH_STITCH", "vmmDefragment", OPT_BOOL, 0, 1),
     OPT(stitch_min_bytes, "VMSTITCH_STITCH_MIN", "fragLimit", OPT_BYTES, 0, INT64_MAX),
@@ -128,7 +131,7 @@ static int64_t default_of(size_t offset, size_t gran_bytes) {
 static int64_t resolve_one(const opt_desc *o, const vms_config *in, size_t gran, int log_level) {
     int64_t v = *(const int64_t *)((const char *)in + o->offset);
     int64_t def = default_of(o->offset, gran);
-    const char *src = "field";
+    const char *src = o->field;
     if (v == VMS_UNSET) {
         const char *name = o->env;
         const char *s = getenv(o->env);

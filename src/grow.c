@@ -9,7 +9,8 @@
 
 typedef struct grow_plan {
     block *hole;
-    uintptr_t at;
+    uintptr_t at;       /* where the new chunks go: the start of the hole */
+    uintptr_t take_at;  /* where the request starts: the usable free tail, or `at` */
     size_t need_bytes;
 } grow_plan;
 
@@ -35,6 +36,7 @@ static size_t grow_plan_make(vms_allocator *a, pool_kind pool, size_t size_bytes
         if (!p->hole || need < p->need_bytes) {
             p->hole = b;
             p->at = b->addr;
+            p->take_at = tail ? t->addr : b->addr;
             p->need_bytes = need;
         }
     }
@@ -114,6 +116,9 @@ static void chunk_unlink(vms_allocator *a, chunk *c) {
 
 static void reserved_add(vms_allocator *a, pool_kind pool, int64_t bytes) {
     STAT_ADD(a, reserved_bytes, bytes);
+    a->st.cached_bytes_current = a->st.reserved_bytes_current - a->st.allocated_bytes_current;
+    if (a->st.cached_bytes_current > a->st.cached_bytes_peak)
+        a->st.cached_bytes_peak = a->st.cached_bytes_current;
     if (pool == POOL_SMALL) STAT_ADD(a, small_reserved_bytes, bytes);
     else STAT_ADD(a, large_reserved_bytes, bytes);
 }
@@ -161,14 +166,18 @@ static vms_status grow_place(vms_allocator *a, pool_kind pool, block *hole, uint
     return VMS_OK;
 }
 
-/* Grows the arena of `pool` so that a free block of at least size_bytes exists, and returns
- * that block in *out (FREE, indexed, usable on stream). */
-vms_status grow_for(vms_allocator *a, pool_kind pool, size_t size_bytes, int stream, block **out) {
+/* Grows the arena of `pool` so that size_bytes usable on stream start at *take_at, inside the
+ * FREE block *out. The new chunks merge with the free block before them whatever its stream
+ * (free neighbours are always merged), so the request starts after that block unless the plan
+ * found it usable: memory freed on a busy stream is never handed to another. */
+vms_status grow_for(vms_allocator *a, pool_kind pool, size_t size_bytes, int stream, block **out,
+                    uintptr_t *take_at) {
     grow_plan p;
     if (!grow_plan_make(a, pool, size_bytes, stream, &p)) return VMS_ENOMEM;
     vms_status s = grow_place(a, pool, p.hole, p.at, p.need_bytes, stream);
     if (s != VMS_OK) return s;
-    *out = range_block_at(a->arena[pool], p.at);
+    *out = range_block_at(a->arena[pool], p.take_at);
+    *take_at = p.take_at;
     return VMS_OK;
 }
 
@@ -194,8 +203,7 @@ vms_status chunk_release_free(vms_allocator *a, bool only_if_settled, size_t *re
             c = next;
             continue;
         }
-        if (only_if_settled && c->freed_seq &&
-            !(c->multi_stream ? false : stream_settled(a, c->stream, c->freed_seq))) {
+        if (only_if_settled && !chunk_settled(a, c)) {
             c = next;
             continue;
         }

@@ -27,6 +27,7 @@
 
 #define VMS_ALIGN_BYTES 512u
 #define VMS_MAX_STREAMS 64
+#define VMS_DEFERRED_VA_MAX 64
 
 typedef enum block_state {
     BLOCK_FREE = 0,
@@ -60,6 +61,7 @@ typedef struct block {
     uint64_t extra_streams;   /* ALLOC: bit mask of other streams it was used on */
     struct pending_event *events; /* PENDING: events still to complete */
     struct block *pending_next;   /* PENDING: list of pending blocks */
+    uint8_t needs_sync;           /* PENDING: an event could not be recorded; wait for a sync */
 } block;
 
 typedef struct pending_event {
@@ -94,7 +96,8 @@ typedef struct range {
     chunk **pages;           /* size_bytes / G entries: chunk mapped at that page, or NULL */
     block *first;
     /* stitched ranges only */
-    chunk **slots;           /* chunks in address order */
+    chunk **slots;           /* chunks in address order; NULL once unmapped (teardown) */
+    size_t *slot_bytes;      /* size of each slot, kept after its chunk is unmapped */
     size_t nslots;
     size_t live_blocks;      /* ALLOC + PENDING blocks in it */
     bool owns_all;           /* all its chunks are owned by it */
@@ -152,6 +155,11 @@ struct vms_allocator {
     uint32_t prio_state;
     vms_stats st;
     size_t cur_request_bytes;
+    struct {
+        uintptr_t addr;
+        size_t bytes;
+    } deferred_va[VMS_DEFERRED_VA_MAX]; /* releases that failed, to retry */
+    size_t deferred_n;
     block *spare_blocks;            /* recycled block structs */
 };
 
@@ -186,11 +194,12 @@ bool stream_settled(const vms_allocator *a, int stream, uint64_t seq);
 bool block_usable(const vms_allocator *a, const block *b, int stream);
 void pending_poll(vms_allocator *a);              /* finish PENDING blocks whose events are done */
 bool range_settled(const vms_allocator *a, const range *r);
+bool chunk_settled(const vms_allocator *a, const chunk *c);
 
 /* range.c: blocks within ranges and chunk ownership */
 block *block_new(vms_allocator *a, range *r, uintptr_t addr, size_t size, block_state st);
 void block_set_free(vms_allocator *a, block *b); /* state -> FREE, index insert, merge */
-block *block_take(vms_allocator *a, block *b, size_t size_bytes); /* split FREE b, front ALLOC */
+block *block_take(vms_allocator *a, block *b, uintptr_t addr, size_t size_bytes);
 void chunk_busy_add(vms_allocator *a, range *r, uintptr_t addr, size_t len, const block *freed);
 range *range_new(vms_allocator *a, range_kind kind, pool_kind pool, uintptr_t base, size_t size);
 void range_delete(vms_allocator *a, range *r);
@@ -201,14 +210,15 @@ void block_set_hole(vms_allocator *a, block *b);
 block *block_isolate(vms_allocator *a, block *b, uintptr_t addr, size_t len);
 
 /* grow.c: new chunks in an arena */
-vms_status grow_for(vms_allocator *a, pool_kind pool, size_t size_bytes, int stream, block **out);
+vms_status grow_for(vms_allocator *a, pool_kind pool, size_t size_bytes, int stream, block **out,
+                    uintptr_t *take_at);
 vms_status chunk_release_free(vms_allocator *a, bool only_if_settled, size_t *released_bytes);
 size_t grow_estimate(vms_allocator *a, pool_kind pool, size_t size_bytes, int stream);
 vms_status grow_loose(vms_allocator *a, pool_kind pool, size_t need_bytes, int stream);
 
 /* stitch.c */
 vms_status stitch_for(vms_allocator *a, pool_kind pool, size_t size_bytes, int stream, bool allow_grow,
-                      block **out);
+                      block **out); /* *out: take from its front */
 void stitched_on_idle(vms_allocator *a, range *r);
 void stitched_on_busy(vms_allocator *a, range *r);
 vms_status gc_run(vms_allocator *a, bool force);
@@ -229,6 +239,7 @@ vms_status bk_create(vms_allocator *a, size_t bytes, vms_handle *h);
 vms_status bk_release(vms_allocator *a, vms_handle h, size_t bytes);
 vms_status bk_reserve(vms_allocator *a, size_t bytes, uintptr_t *addr);
 vms_status bk_va_free(vms_allocator *a, uintptr_t addr, size_t bytes);
+void bk_va_free_retry(vms_allocator *a);
 vms_status bk_map(vms_allocator *a, uintptr_t addr, size_t bytes, vms_handle h);
 vms_status bk_unmap(vms_allocator *a, uintptr_t addr, size_t bytes);
 vms_status bk_set_access(vms_allocator *a, uintptr_t addr, size_t bytes, size_t handles);

@@ -126,10 +126,10 @@ block *block_isolate(vms_allocator *a, block *b, uintptr_t addr, size_t len) {
     return b;
 }
 
-/* Takes size_bytes from the front of FREE block b for a live allocation. */
-block *block_take(vms_allocator *a, block *b, size_t size_bytes) {
+/* Takes [addr, addr+size_bytes) of FREE block b for a live allocation. */
+block *block_take(vms_allocator *a, block *b, uintptr_t addr, size_t size_bytes) {
     range *r = b->range;
-    block *got = block_isolate(a, b, b->addr, size_bytes);
+    block *got = block_isolate(a, b, addr, size_bytes);
     if (!got) return NULL;
     got->state = BLOCK_ALLOC;
     got->extra_streams = 0;
@@ -239,6 +239,7 @@ void range_delete(vms_allocator *a, range *r) {
     }
     free(r->pages);
     free(r->slots);
+    free(r->slot_bytes);
     free(r);
 }
 

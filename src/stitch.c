@@ -74,29 +74,34 @@ static void range_link(vms_allocator *a, range *r) {
 }
 
 /* Unmaps every chunk of stitched range r, frees its addresses and deletes it. The chunks must
- * not be owned by r, and the device must be done with r. */
+ * not be owned by r, and the device must be done with r. If an unmap fails, the slots already
+ * unmapped stay so (their pages cleared, the chunk no longer referenced) and r stays in the
+ * cache, to be finished by a later GC. */
 vms_status range_unmap_all(vms_allocator *a, range *r) {
-    for (size_t i = 0; i < r->nslots; i++) {
-        chunk *c = r->slots[i];
-        if (c->owner == r) return VMS_EINVAL;
-    }
+    for (size_t i = 0; i < r->nslots; i++)
+        if (r->slots[i] && r->slots[i]->owner == r) return VMS_EINVAL;
     uintptr_t at = r->base;
     for (size_t i = 0; i < r->nslots; i++) {
         chunk *c = r->slots[i];
-        vms_status s = bk_unmap(a, at, c->size_bytes);
-        if (s != VMS_OK) return s; /* what is unmapped stays unmapped; r stays in the cache */
-        r->slots[i] = NULL;
-        c->stitch_refs--;
-        at += c->size_bytes;
+        size_t sz = r->slot_bytes[i];
+        if (c) {
+            vms_status s = bk_unmap(a, at, sz);
+            if (s != VMS_OK) return s;
+            for (size_t pg = 0; pg < sz / a->gran_bytes; pg++)
+                r->pages[(at - r->base) / a->gran_bytes + pg] = NULL;
+            r->slots[i] = NULL;
+            c->stitch_refs--;
+        }
+        at += sz;
     }
-    vms_status s = bk_va_free(a, r->base, r->size_bytes);
+    bk_va_free(a, r->base, r->size_bytes); /* a failure is retried later: nothing leaks */
     lru_remove(a, r);
     if (r->all_prev) r->all_prev->all_next = r->all_next;
     else a->stitched = r->all_next;
     if (r->all_next) r->all_next->all_prev = r->all_prev;
     STAT_ADD(a, stitched_ranges, -1);
     range_delete(a, r);
-    return s;
+    return VMS_OK;
 }
 
 /* Thresholds of 0 mean "no limit". */
@@ -106,15 +111,17 @@ static bool gc_over(const vms_allocator *a) {
 }
 
 /* Unmaps idle ranges, oldest first, while the cache is over its thresholds (or all of them if
- * force). Without force, a range whose streams are still busy stops the sweep: its event is
- * checked again at the next call. With force, the caller has synchronised the streams. */
+ * force). A range whose streams may still be using it is never unmapped: without force it stops
+ * the sweep (its event is checked again at the next call); with force it is skipped. */
 vms_status gc_run(vms_allocator *a, bool force) {
+    if (a->deferred_n) bk_va_free_retry(a);
     if (!force && !gc_over(a)) return VMS_OK;
     a->st.gc_runs++;
     bool refreshed = false;
-    while (a->lru_head) {
+    range *next;
+    for (range *r = a->lru_head; r; r = next) {
+        next = r->lru_next;
         if (!force && !gc_over(a)) break;
-        range *r = a->lru_head;
         if (!range_settled(a, r)) {
             if (!refreshed) {
                 streams_refresh(a);
@@ -123,13 +130,10 @@ vms_status gc_run(vms_allocator *a, bool force) {
             if (!range_settled(a, r)) {
                 a->st.event_waits++;
                 if (!force) break;
+                continue;
             }
         }
-        /* Slots may be partly unmapped after an earlier failure: skip NULL slots. */
-        vms_status s = VMS_OK;
-        for (size_t i = 0; i < r->nslots; i++)
-            if (!r->slots[i]) s = VMS_EBACKEND;
-        if (s == VMS_OK) s = range_unmap_all(a, r);
+        vms_status s = range_unmap_all(a, r);
         if (s != VMS_OK) return s;
         a->st.gc_ranges_freed++;
     }
@@ -237,7 +241,8 @@ static range *stitch_range_new(vms_allocator *a, pool_kind pool, chunk **chosen,
     range *r = range_new(a, RANGE_STITCHED, pool, base, total);
     if (!r) return NULL;
     r->slots = malloc(n * sizeof *r->slots);
-    if (!r->slots) {
+    r->slot_bytes = malloc(n * sizeof *r->slot_bytes);
+    if (!r->slots || !r->slot_bytes) {
         range_delete(a, r);
         return NULL;
     }
@@ -260,6 +265,7 @@ static range *stitch_range_new(vms_allocator *a, pool_kind pool, chunk **chosen,
     for (size_t i = 0; i < n; i++) {
         chunk *c = chosen[i];
         r->slots[i] = c;
+        r->slot_bytes[i] = c->size_bytes;
         for (size_t pg = 0; pg < c->size_bytes / a->gran_bytes; pg++)
             r->pages[(at - base) / a->gran_bytes + pg] = c;
         at += c->size_bytes;

@@ -39,6 +39,18 @@ bool block_usable(const vms_allocator *a, const block *b, int stream) {
     return b->stream == stream || stream_settled(a, b->stream, b->freed_seq);
 }
 
+/* Every free on chunk c has finished on the device. */
+bool chunk_settled(const vms_allocator *a, const chunk *c) {
+    if (c->freed_seq == 0) return true;
+    if (!c->multi_stream) return stream_settled(a, c->stream, c->freed_seq);
+    for (int i = 0; i < a->nstreams; i++) {
+        const stream_state *st = &a->streams[i];
+        uint64_t need = st->last_free_seq < c->freed_seq ? st->last_free_seq : c->freed_seq;
+        if (st->completed_seq < need) return false;
+    }
+    return true;
+}
+
 bool range_settled(const vms_allocator *a, const range *r) {
     for (int i = 0; i < a->nstreams; i++)
         if (r->stream_mask >> i & 1) {
@@ -75,31 +87,11 @@ void streams_refresh(vms_allocator *a) {
     }
 }
 
-/* Waits until every free so far has finished on the device. A device-wide sync rather than an
- * event per stream, so that a stream the application destroyed after using it is never
- * touched (a backend without device_sync falls back to events on the known streams). */
-vms_status streams_sync_all(vms_allocator *a) {
-    uint64_t seq = a->free_seq;
+/* Per-stream fallback: an event on each stream with unsettled frees, waited for. */
+static vms_status sync_by_events(vms_allocator *a, uint64_t seq) {
     vms_status rc = VMS_OK;
-    if (a->be->ops->device_sync) {
-        rc = a->be->ops->device_sync(a->be);
-        for (int i = 0; i < a->nstreams; i++) {
-            stream_state *st = &a->streams[i];
-            if (st->inflight) {
-                a->be->ops->event_destroy(a->be, st->inflight);
-                st->inflight = NULL;
-            }
-            /* On failure (a held host stream) only what events prove is settled. */
-            if (rc == VMS_OK) st->completed_seq = seq;
-        }
-        return rc;
-    }
     for (int i = 0; i < a->nstreams; i++) {
         stream_state *st = &a->streams[i];
-        if (st->inflight) {
-            a->be->ops->event_destroy(a->be, st->inflight);
-            st->inflight = NULL;
-        }
         if (st->completed_seq >= st->last_free_seq) continue;
         vms_event ev;
         vms_status s = a->be->ops->event_record(a->be, st->stream, &ev);
@@ -111,6 +103,30 @@ vms_status streams_sync_all(vms_allocator *a) {
         else rc = s;
     }
     return rc;
+}
+
+/* Waits until every free so far has finished on the device. A device-wide sync first, so that
+ * a stream the application destroyed after using it is never touched; if that fails (a held
+ * host stream, a driver error), an event per stream settles what it can. On failure the
+ * streams that could not be settled stay unsettled, and callers must leave their memory be. */
+vms_status streams_sync_all(vms_allocator *a) {
+    uint64_t seq = a->free_seq;
+    for (int i = 0; i < a->nstreams; i++) {
+        stream_state *st = &a->streams[i];
+        if (st->inflight) {
+            a->be->ops->event_destroy(a->be, st->inflight);
+            st->inflight = NULL;
+        }
+    }
+    vms_status rc = a->be->ops->device_sync ? a->be->ops->device_sync(a->be) : VMS_EUNSUPPORTED;
+    if (rc != VMS_OK) rc = sync_by_events(a, seq);
+    if (rc != VMS_OK) return rc;
+    /* The device is idle: pending frees complete now, and every free so far (theirs too,
+     * stamped just now) is settled. */
+    for (block *b = a->pending; b; b = b->pending_next) b->needs_sync = 0;
+    if (a->pending) pending_poll(a);
+    for (int i = 0; i < a->nstreams; i++) a->streams[i].completed_seq = a->free_seq;
+    return VMS_OK;
 }
 
 /* PENDING blocks: freed while other streams (record_stream) may still use them. */
@@ -130,7 +146,7 @@ void pending_poll(vms_allocator *a) {
             a->be->ops->event_destroy(a->be, e->ev);
             free(e);
         }
-        if (b->events) {
+        if (b->events || b->needs_sync) {
             pp = &b->pending_next;
             continue;
         }

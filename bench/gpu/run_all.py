@@ -234,7 +234,7 @@ def main():
     ap.add_argument("--budget-s", type=float, default=420)
     ap.add_argument("--run-timeout-s", type=float, default=150)
     ap.add_argument("--steps", type=int, default=32)
-    ap.add_argument("--gen-steps", type=int, default=5)
+    ap.add_argument("--gen-steps", type=int, default=12)  # as the recorded trace (12 calls)
     ap.add_argument("--cap-gib", type=float, default=16)
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--bisect-workload", default="opt350-lora-rc")

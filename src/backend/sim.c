@@ -645,8 +645,11 @@ static vms_status sim_device_sync(vms_backend *b) {
     vms_status st = VMS_OK;
     pthread_mutex_lock(&e->mu);
     for (size_t i = 0; i < e->stream_count; i++) {
-        if (e->streams[i].held && e->streams[i].completed < e->streams[i].recorded) st = VMS_EBACKEND;
-        if (e->streams[i].held) continue;
+        /* A held stream stands for work still running: the device is not idle. */
+        if (e->streams[i].held) {
+            st = VMS_EBACKEND;
+            continue;
+        }
         e->streams[i].completed = e->streams[i].recorded;
     }
     e->counters.event_sync++;

@@ -203,9 +203,15 @@ def record_stream_side_stream():
     x = torch.ones(n, device="cuda")
     x_ptr = x.data_ptr()
     side = torch.cuda.Stream()
+    # Load the kernels first: lazy module loading at the first launch can take longer than the
+    # sleep, and then the side stream is rightly done before the free (and reuse is correct).
+    with torch.cuda.stream(side):
+        torch.cuda._sleep(1000)
+        x.sum()
+    torch.cuda.synchronize()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        torch.cuda._sleep(600_000_000)  # ~0.3 s of GPU time, then read x
+        torch.cuda._sleep(4_000_000_000)  # ~2 s of GPU time, then read x
         total = x.sum()
     x.record_stream(side)
     st0 = vmstitch.stats()
@@ -215,7 +221,9 @@ def record_stream_side_stream():
         st0.get("active_bytes.all.current"), st0.get("vmstitch.backend.event_record"),
         st1.get("active_bytes.all.current"), st1.get("vmstitch.backend.event_record")))
     w = torch.empty(n, device="cuda")
+    side_busy = not side.query()
     w.fill_(7.0)  # on the default stream: runs long before the side stream's read
+    assert side_busy, "the side stream finished too early for this test to mean anything"
     assert w.data_ptr() != x_ptr, "memory reused before the side stream finished"
     t0 = time.perf_counter()
     torch.cuda.empty_cache()  # must not unmap x while the side stream still reads it
