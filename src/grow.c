@@ -153,7 +153,6 @@ static vms_status grow_place(vms_allocator *a, pool_kind pool, block *hole, uint
         for (size_t pg = 0; pg < c->size_bytes / a->gran_bytes; pg++)
             r->pages[(c->home_addr - r->base) / a->gran_bytes + pg] = c;
         chunk_link(a, c);
-        chunk_free_list_update(a, c);
         STAT_ADD(a, chunks, 1);
     }
     free(made);
@@ -196,10 +195,10 @@ vms_status grow_loose(vms_allocator *a, pool_kind pool, size_t need_bytes, int s
 vms_status chunk_release_free(vms_allocator *a, bool only_if_settled, size_t *released_bytes) {
     size_t total = 0;
     vms_status rc = VMS_OK;
-    chunk *c = a->free_chunks;
+    chunk *c = a->all_chunks;
     while (c) {
-        chunk *next = c->free_next;
-        if (c->owner != c->home || c->stitch_refs) {
+        chunk *next = c->all_next;
+        if (c->busy_bytes || c->owner != c->home || c->stitch_refs) {
             c = next;
             continue;
         }
@@ -230,8 +229,6 @@ vms_status chunk_release_free(vms_allocator *a, bool only_if_settled, size_t *re
         for (size_t pg = 0; pg < c->size_bytes / a->gran_bytes; pg++)
             r->pages[(c->home_addr - r->base) / a->gran_bytes + pg] = NULL;
         block_set_hole(a, piece);
-        c->busy_bytes = 1; /* leave the free list */
-        chunk_free_list_update(a, c);
         chunk_unlink(a, c);
         reserved_add(a, c->home_pool, -(int64_t)c->size_bytes);
         STAT_ADD(a, chunks, -1);

@@ -82,8 +82,6 @@ typedef struct chunk {
     uint16_t stream;         /* stream tags of its last frees, as for FREE blocks */
     uint8_t multi_stream;
     uint64_t freed_seq;
-    struct chunk *free_prev, *free_next; /* list of chunks with busy_bytes == 0 */
-    bool in_free_list;
     uint32_t stitch_refs;    /* stitched ranges that map it */
     struct chunk *all_next, *all_prev;
 } chunk;
@@ -144,7 +142,6 @@ struct vms_allocator {
     ptr_map live;
     block *pending;                 /* PENDING blocks */
     chunk *all_chunks;
-    chunk *free_chunks;             /* busy_bytes == 0, any pool */
     range *stitched;                /* all stitched ranges */
     range *lru_head, *lru_tail;     /* idle stitched ranges */
     size_t lru_count, lru_bytes;
@@ -203,7 +200,6 @@ block *block_take(vms_allocator *a, block *b, uintptr_t addr, size_t size_bytes)
 void chunk_busy_add(vms_allocator *a, range *r, uintptr_t addr, size_t len, const block *freed);
 range *range_new(vms_allocator *a, range_kind kind, pool_kind pool, uintptr_t base, size_t size);
 void range_delete(vms_allocator *a, range *r);
-void chunk_free_list_update(vms_allocator *a, chunk *c);
 vms_status chunk_transfer(vms_allocator *a, chunk *c, range *to, uintptr_t to_addr);
 block *range_block_at(range *r, uintptr_t addr); /* block containing addr */
 void block_set_hole(vms_allocator *a, block *b);

@@ -1,8 +1,8 @@
 /* Blocks inside ranges, and chunk ownership. A range (arena or stitched) is covered by an
  * address-ordered list of blocks; FREE blocks sit in their pool's best-fit index and are merged
  * with FREE neighbours at once. Each chunk counts the bytes of non-FREE blocks over it in the
- * range that owns it (busy_bytes): a chunk with none is on the allocator's free-chunk list and
- * may be lent to a stitched range. Moving a chunk between two ranges that both map it costs no
+ * range that owns it (busy_bytes): a chunk with none is wholly free and may be lent to a
+ * stitched range. Moving a chunk between two ranges that both map it costs no
  * backend call: only block states change. Callers hold the allocator lock. */
 #include <stdlib.h>
 #include <string.h>
@@ -163,23 +163,6 @@ block *range_block_at(range *r, uintptr_t addr) {
     return NULL;
 }
 
-void chunk_free_list_update(vms_allocator *a, chunk *c) {
-    bool want = c->busy_bytes == 0;
-    if (want == c->in_free_list) return;
-    if (want) {
-        c->free_prev = NULL;
-        c->free_next = a->free_chunks;
-        if (a->free_chunks) a->free_chunks->free_prev = c;
-        a->free_chunks = c;
-    } else {
-        if (c->free_prev) c->free_prev->free_next = c->free_next;
-        else a->free_chunks = c->free_next;
-        if (c->free_next) c->free_next->free_prev = c->free_prev;
-        c->free_prev = c->free_next = NULL;
-    }
-    c->in_free_list = want;
-}
-
 /* Adds the bytes [addr, addr+len) of range r to the busy count of the chunks under them
  * (freed == NULL), or removes them for the free of block `freed`, whose stream tags the chunks
  * then take. The range must own those chunks. */
@@ -208,7 +191,6 @@ void chunk_busy_add(vms_allocator *a, range *r, uintptr_t addr, size_t len, cons
             }
             c->busy_bytes -= n;
         }
-        chunk_free_list_update(a, c);
         addr = cend;
     }
 }

@@ -184,8 +184,9 @@ static size_t choose_chunks(vms_allocator *a, pool_kind pool, size_t size_bytes,
     *out = NULL;
     *free_total = 0;
     if (!cand) return 0;
-    for (chunk *c = a->free_chunks; c; c = c->free_next) {
-        if (!chunk_usable(a, c, stream)) continue;
+    /* A scan of every chunk: stitching is rare, and the hot path then keeps no list. */
+    for (chunk *c = a->all_chunks; c; c = c->all_next) {
+        if (c->busy_bytes || !chunk_usable(a, c, stream)) continue;
         if (n == cap) {
             chunk **nc = realloc(cand, 2 * cap * sizeof *cand);
             if (!nc) break;
