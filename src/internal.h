@@ -93,6 +93,7 @@ typedef struct range {
     size_t size_bytes;
     chunk **pages;           /* size_bytes / G entries: chunk mapped at that page, or NULL */
     block *first;
+    block *hint;             /* last block range_block_at found (may be stale: check ->range) */
     /* stitched ranges only */
     chunk **slots;           /* chunks in address order; NULL once unmapped (teardown) */
     size_t *slot_bytes;      /* size of each slot, kept after its chunk is unmapped */

@@ -18,6 +18,7 @@ static block *block_alloc(vms_allocator *a) {
 }
 
 static void block_release(vms_allocator *a, block *b) {
+    b->range = NULL; /* a stale lookup hint (range->hint) must not take it for a live block */
     b->next = a->spare_blocks;
     a->spare_blocks = b;
 }
@@ -157,10 +158,18 @@ void block_set_hole(vms_allocator *a, block *b) {
     }
 }
 
+/* Walks from the last block found in r (lookups cluster: a stitch moves neighbouring chunks),
+ * or from the first. Block structs are recycled, never freed, while the allocator lives, and a
+ * recycled one has range NULL, so the hint is safe to test. */
 block *range_block_at(range *r, uintptr_t addr) {
-    for (block *b = r->first; b; b = b->next)
-        if (addr >= b->addr && addr < b->addr + b->size_bytes) return b;
-    return NULL;
+    block *b = r->hint && r->hint->range == r ? r->hint : r->first;
+    if (b && addr < b->addr) {
+        while (b && addr < b->addr) b = b->prev;
+    } else {
+        while (b && addr >= b->addr + b->size_bytes) b = b->next;
+    }
+    if (b) r->hint = b;
+    return b;
 }
 
 /* Adds the bytes [addr, addr+len) of range r to the busy count of the chunks under them
