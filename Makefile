@@ -1,5 +1,6 @@
 # vmstitch build. `make` builds the library, the CLI and the tests into build/;
-# `make test` runs every CPU test; `make demo` compares the policies on the bundled traces.
+# `make test` runs every CPU test, then the reliability checks (sanitizers, fuzzing, leak
+# checks: tests/reliability.mk); `make demo` compares the policies on the bundled traces.
 CC      ?= cc
 CXX     ?= c++
 PREFIX  ?= /usr/local
@@ -9,7 +10,9 @@ SOVER   := 0
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden $(WARN) -Iinclude -Isrc -pthread
+# SANITIZE: extra compile and link flags of the sanitizer builds (set by the targets below).
+SANITIZE ?=
+CFLAGS  += -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden $(WARN) -Iinclude -Isrc -pthread $(SANITIZE)
 LDLIBS  := -lz -ldl -lpthread -lm
 
 LIB_SRC := $(wildcard src/*.c) $(wildcard src/backend/*.c)
@@ -21,7 +24,7 @@ TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 # The replay engine's parser and policies are linked into the tests as well (all but main).
 CLI_LIB_OBJ := $(filter-out $(BUILD)/obj/tools/main.o,$(CLI_OBJ))
 
-.PHONY: all test demo bench install clean gpu-test format
+.PHONY: all test test-unit demo bench install clean gpu-test format
 all: $(BUILD)/libvmstitch.so $(BUILD)/libvmstitch.a $(BUILD)/vmstitch $(BUILD)/vms_tests $(BUILD)/libvmstitch_torch.so
 
 $(BUILD)/obj/%.o: %.c
@@ -51,7 +54,10 @@ $(BUILD)/vmstitch: $(CLI_OBJ) $(BUILD)/libvmstitch.a
 $(BUILD)/vms_tests: $(TEST_OBJ) $(CLI_LIB_OBJ) $(BUILD)/libvmstitch.a
 	$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(CLI_LIB_OBJ) $(BUILD)/libvmstitch.a $(LDLIBS)
 
-test: all
+test: test-unit test-reliability
+
+# The plain build's tests: every unit, integration, stress, fault and thread test, and the CLI.
+test-unit: all
 	$(BUILD)/vms_tests
 	sh tests/cli_test.sh $(BUILD)/vmstitch
 
@@ -76,9 +82,11 @@ install: all
 	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/vmstitch.pc
 
 format:
-	clang-format -i include/*.h src/*.[ch] src/backend/*.[ch] tools/*.[ch] tests/*.[ch]
+	clang-format -i include/*.h src/*.[ch] src/backend/*.[ch] tools/*.[ch] tests/*.[ch] tests/fuzz/*.c
 
 clean:
 	rm -rf $(BUILD)
+
+include tests/reliability.mk
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)

@@ -113,6 +113,9 @@ void vms_allocator_destroy(vms_allocator *a) {
             bk_release(a, c->handle, c->size_bytes);
         free(c);
     }
+    orphans_retry(a);
+    orphans_retry(a);
+    bk_va_free_retry(a);
     for (int p = 0; p < POOL_COUNT; p++) {
         if (!a->arena[p]) continue;
         bk_va_free(a, a->arena[p]->base, a->arena[p]->size_bytes);

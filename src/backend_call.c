@@ -23,6 +23,27 @@ vms_status bk_reserve(vms_allocator *a, size_t bytes, uintptr_t *addr) {
                    &a->st.backend_reserve, 1);
 }
 
+/* Undo steps of a failed operation: a rollback that fails too would leave the books wrong
+ * (a mapping we think is gone, a handle we think is released), so each is tried twice, which
+ * rides out a transient error. A second failure is counted in backend_errors. */
+vms_status bk_undo_unmap(vms_allocator *a, uintptr_t addr, size_t bytes) {
+    vms_status s = bk_unmap(a, addr, bytes);
+    return s == VMS_OK ? s : bk_unmap(a, addr, bytes);
+}
+
+vms_status bk_undo_release(vms_allocator *a, vms_handle h, size_t bytes) {
+    vms_status s = bk_release(a, h, bytes);
+    return s == VMS_OK ? s : bk_release(a, h, bytes);
+}
+
+vms_status bk_undo_map(vms_allocator *a, uintptr_t addr, size_t bytes, vms_handle h) {
+    vms_status s = bk_map(a, addr, bytes, h);
+    if (s != VMS_OK) s = bk_map(a, addr, bytes, h);
+    if (s == VMS_OK) s = bk_set_access(a, addr, bytes, 1);
+    if (s != VMS_OK) s = bk_set_access(a, addr, bytes, 1);
+    return s;
+}
+
 /* An address range whose release failed is not forgotten: it is kept and retried by
  * bk_va_free_retry (at each GC and at destroy), so a transient driver error leaks nothing. */
 vms_status bk_va_free(vms_allocator *a, uintptr_t addr, size_t bytes) {

@@ -54,7 +54,9 @@ static size_t range_check(vms_allocator *a, range *r, size_t *nfree, size_t *nal
         if (b->range != r || b->addr != at || b->size_bytes == 0 || b->prev != prev) v += V();
         if (b->addr % VMS_ALIGN_BYTES || b->size_bytes % VMS_ALIGN_BYTES) v += V();
         if (prev && prev->state == BLOCK_FREE && b->state == BLOCK_FREE) v += V(); /* unmerged */
-        if (prev && prev->state == BLOCK_HOLE && b->state == BLOCK_HOLE) v += V();
+        if (prev && prev->state == BLOCK_HOLE && b->state == BLOCK_HOLE && !prev->quarantine &&
+            !b->quarantine)
+            v += V();
         if (b->state == BLOCK_HOLE && r->kind != RANGE_ARENA) v += V();
         /* Every page under a non-HOLE block is mapped; under FREE/ALLOC/PENDING the range owns
          * the chunk; under LENT it does not. */
@@ -151,7 +153,9 @@ size_t check_locked(vms_allocator *a) {
         reserved += c->size_bytes;
         nchunks++;
     }
-    if (reserved != a->st.reserved_bytes_current || nchunks != a->st.chunks_current) v += V();
+    if (reserved + a->orphan_bytes != a->st.reserved_bytes_current ||
+        nchunks != a->st.chunks_current)
+        v += V();
     if (a->cfg.memory_limit_bytes == 0 && a->st.cached_bytes_current !=
                                               a->st.reserved_bytes_current - a->st.allocated_bytes_current)
         v += V();

@@ -52,7 +52,7 @@ static int parse_bytes(const char *s, int64_t *out) {
     errno = 0;
     char *end;
     double v = strtod(s, &end);
-    if (end == s || errno || v < 0) return -1;
+    if (end == s || errno || !(v >= 0) || v > 9.2e18) return -1; /* NaN and inf too */
     while (isspace((unsigned char)*end)) end++;
     double mul = 1;
     switch (tolower((unsigned char)*end)) {

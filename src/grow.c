@@ -27,7 +27,7 @@ static size_t grow_plan_make(vms_allocator *a, pool_kind pool, size_t size_bytes
     p->hole = NULL;
     p->need_bytes = 0;
     for (block *b = r->first; b; b = b->next) {
-        if (b->state != BLOCK_HOLE) continue;
+        if (b->state != BLOCK_HOLE || b->quarantine) continue;
         block *t = b->prev;
         size_t tail = (t && t->state == BLOCK_FREE && block_usable(a, t, stream)) ? t->size_bytes : 0;
         if (tail >= size_bytes) tail = 0;
@@ -59,9 +59,44 @@ static size_t piece_max_bytes(vms_allocator *a, pool_kind pool) {
     return pool == POOL_SMALL ? a->cfg.small_chunk_bytes : a->cfg.large_chunk_max_bytes;
 }
 
-/* Creates the chunks for [at, at+need) and maps them there; all or nothing. */
+static void reserved_add(vms_allocator *a, pool_kind pool, int64_t bytes);
+
+/* Records what an undo could not undo (see struct orphan). Returns whether it is still mapped. */
+static bool orphan_add(vms_allocator *a, pool_kind pool, uintptr_t mapped_at, size_t bytes,
+                       vms_handle handle) {
+    if (a->n_orphans == VMS_ORPHANS_MAX) return mapped_at != 0; /* lost: counted in errors */
+    struct orphan *o = &a->orphans[a->n_orphans++];
+    o->addr = mapped_at;
+    o->bytes = bytes;
+    o->handle = handle;
+    o->pool = pool;
+    o->hole = NULL;
+    if (handle) {
+        a->orphan_bytes += bytes;
+        reserved_add(a, pool, (int64_t)bytes);
+    }
+    return mapped_at != 0;
+}
+
+void orphan_note_mapping(vms_allocator *a, uintptr_t addr, size_t bytes) {
+    orphan_add(a, POOL_LARGE, addr, bytes, 0);
+}
+
+/* Undoes one chunk made by grow_map: unmap (if mapped), release; what fails becomes an orphan.
+ * Returns whether an orphan is left mapped at addr. */
+static bool chunk_undo(vms_allocator *a, pool_kind pool, uintptr_t mapped_at, size_t bytes,
+                       vms_handle h) {
+    if (mapped_at && bk_undo_unmap(a, mapped_at, bytes) != VMS_OK)
+        return orphan_add(a, pool, mapped_at, bytes, h);
+    if (bk_undo_release(a, h, bytes) != VMS_OK) orphan_add(a, pool, 0, bytes, h);
+    return false;
+}
+
+/* Creates the chunks for [at, at+need) and maps them there; all or nothing. On failure
+ * *dirty says whether an orphan is still mapped inside the range (it must not be reused). */
 static vms_status grow_map(vms_allocator *a, pool_kind pool, uintptr_t at, size_t need,
-                           chunk **made, size_t *nmade) {
+                           chunk **made, size_t *nmade, bool *dirty) {
+    *dirty = false;
     size_t piece_max = piece_max_bytes(a, pool);
     size_t n = 0, off = 0;
     vms_status s = VMS_OK;
@@ -79,7 +114,7 @@ static vms_status grow_map(vms_allocator *a, pool_kind pool, uintptr_t at, size_
         }
         s = bk_map(a, at + off, sz, c->handle);
         if (s != VMS_OK) {
-            bk_release(a, c->handle, sz);
+            chunk_undo(a, pool, 0, sz, c->handle);
             free(c);
             break;
         }
@@ -91,8 +126,8 @@ static vms_status grow_map(vms_allocator *a, pool_kind pool, uintptr_t at, size_
     if (s == VMS_OK) s = bk_set_access(a, at, need, n);
     if (s != VMS_OK) {
         for (size_t i = 0; i < n; i++) {
-            bk_unmap(a, made[i]->home_addr, made[i]->size_bytes);
-            bk_release(a, made[i]->handle, made[i]->size_bytes);
+            if (chunk_undo(a, pool, made[i]->home_addr, made[i]->size_bytes, made[i]->handle))
+                *dirty = true;
             free(made[i]);
         }
         n = 0;
@@ -138,8 +173,16 @@ static vms_status grow_place(vms_allocator *a, pool_kind pool, block *hole, uint
         free(made);
         return VMS_ENOMEM_HOST;
     }
-    s = grow_map(a, pool, at, need_bytes, made, &n);
+    bool dirty;
+    s = grow_map(a, pool, at, need_bytes, made, &n, &dirty);
     if (s != VMS_OK) {
+        if (dirty) {
+            /* Orphans are still mapped here: keep the range out of use until they are gone. */
+            piece->quarantine = 1;
+            for (size_t i = 0; i < a->n_orphans; i++)
+                if (a->orphans[i].addr >= at && a->orphans[i].addr < at + need_bytes)
+                    a->orphans[i].hole = piece;
+        }
         block_set_hole(a, piece);
         free(made);
         return s;
@@ -185,7 +228,7 @@ vms_status grow_for(vms_allocator *a, pool_kind pool, size_t size_bytes, int str
 vms_status grow_loose(vms_allocator *a, pool_kind pool, size_t need_bytes, int stream) {
     need_bytes = chunk_bytes_for(a, pool, need_bytes);
     for (block *b = a->arena[pool]->first; b; b = b->next)
-        if (b->state == BLOCK_HOLE && b->size_bytes >= need_bytes)
+        if (b->state == BLOCK_HOLE && !b->quarantine && b->size_bytes >= need_bytes)
             return grow_place(a, pool, b, b->addr, need_bytes, stream);
     return VMS_ENOMEM;
 }
@@ -213,18 +256,22 @@ vms_status chunk_release_free(vms_allocator *a, bool only_if_settled, size_t *re
             break;
         }
         vms_status s = bk_unmap(a, c->home_addr, c->size_bytes);
+        bool orphaned = false;
         if (s == VMS_OK) {
             s = bk_release(a, c->handle, c->size_bytes);
-            if (s != VMS_OK) {
-                /* Keep the chunk usable rather than lose track of it. */
-                if (bk_map(a, c->home_addr, c->size_bytes, c->handle) == VMS_OK)
-                    bk_set_access(a, c->home_addr, c->size_bytes, 1);
+            /* Keep the chunk usable rather than lose track of it; if even that fails, it is
+             * unmapped but still held: an orphan, released by a later retry. */
+            if (s != VMS_OK && bk_undo_map(a, c->home_addr, c->size_bytes, c->handle) != VMS_OK) {
+                bk_undo_unmap(a, c->home_addr, c->size_bytes); /* a half-restored mapping */
+                orphan_add(a, c->home_pool, 0, c->size_bytes, c->handle);
+                orphaned = true;
             }
         }
-        if (s != VMS_OK) {
+        if (s != VMS_OK && !orphaned) {
             block_set_free(a, piece);
             rc = s;
-            break;
+            c = next;
+            continue;
         }
         for (size_t pg = 0; pg < c->size_bytes / a->gran_bytes; pg++)
             r->pages[(c->home_addr - r->base) / a->gran_bytes + pg] = NULL;
@@ -238,4 +285,40 @@ vms_status chunk_release_free(vms_allocator *a, bool only_if_settled, size_t *re
     }
     if (released_bytes) *released_bytes = total;
     return rc;
+}
+
+/* Retries what orphans still hold: unmap, then release. A quarantined arena range whose
+ * orphans are all unmapped becomes an ordinary hole again. */
+void orphans_retry(vms_allocator *a) {
+    size_t keep = 0;
+    for (size_t i = 0; i < a->n_orphans; i++) {
+        struct orphan *o = &a->orphans[i];
+        if (o->addr && bk_unmap(a, o->addr, o->bytes) == VMS_OK) o->addr = 0;
+        if (!o->addr && o->handle && bk_release(a, o->handle, o->bytes) == VMS_OK) {
+            a->orphan_bytes -= o->bytes;
+            reserved_add(a, o->pool, -(int64_t)o->bytes);
+            o->handle = 0;
+        }
+        if (o->addr || o->handle) a->orphans[keep++] = *o;
+    }
+    size_t n_before = a->n_orphans;
+    a->n_orphans = keep;
+    if (keep == n_before) return;
+    /* Lift quarantines that no mapped orphan needs any more. */
+    for (int p = 0; p < POOL_COUNT; p++) {
+        if (!a->arena[p]) continue;
+        for (block *b = a->arena[p]->first; b;) {
+            block *next = b->next;
+            if (b->state == BLOCK_HOLE && b->quarantine) {
+                bool needed = false;
+                for (size_t i = 0; i < a->n_orphans; i++)
+                    if (a->orphans[i].addr && a->orphans[i].hole == b) needed = true;
+                if (!needed) {
+                    b->quarantine = 0;
+                    block_set_hole(a, b);
+                }
+            }
+            b = next;
+        }
+    }
 }

@@ -28,6 +28,7 @@
 #define VMS_ALIGN_BYTES 512u
 #define VMS_MAX_STREAMS 64
 #define VMS_DEFERRED_VA_MAX 64
+#define VMS_ORPHANS_MAX 64
 
 typedef enum block_state {
     BLOCK_FREE = 0,
@@ -62,6 +63,7 @@ typedef struct block {
     struct pending_event *events; /* PENDING: events still to complete */
     struct block *pending_next;   /* PENDING: list of pending blocks */
     uint8_t needs_sync;           /* PENDING: an event could not be recorded; wait for a sync */
+    uint8_t quarantine;           /* HOLE: an orphan may still be mapped here: do not use */
 } block;
 
 typedef struct pending_event {
@@ -158,6 +160,18 @@ struct vms_allocator {
         size_t bytes;
     } deferred_va[VMS_DEFERRED_VA_MAX]; /* releases that failed, to retry */
     size_t deferred_n;
+    /* Chunks whose undo failed (a rollback's own driver call failed twice): still mapped at
+     * addr (0: not mapped) and/or still held (handle != 0). Their bytes stay counted as
+     * reserved and their arena range stays quarantined until a retry (GC, destroy) succeeds. */
+    struct orphan {
+        uintptr_t addr;
+        size_t bytes;
+        vms_handle handle;
+        pool_kind pool;
+        block *hole; /* the quarantined arena block holding addr, or NULL */
+    } orphans[VMS_ORPHANS_MAX];
+    size_t n_orphans;
+    uint64_t orphan_bytes;
     block *spare_blocks;            /* recycled block structs */
 };
 
@@ -212,6 +226,8 @@ vms_status grow_for(vms_allocator *a, pool_kind pool, size_t size_bytes, int str
 vms_status chunk_release_free(vms_allocator *a, bool only_if_settled, size_t *released_bytes);
 size_t grow_estimate(vms_allocator *a, pool_kind pool, size_t size_bytes, int stream);
 vms_status grow_loose(vms_allocator *a, pool_kind pool, size_t need_bytes, int stream);
+void orphans_retry(vms_allocator *a);
+void orphan_note_mapping(vms_allocator *a, uintptr_t addr, size_t bytes);
 
 /* stitch.c */
 vms_status stitch_for(vms_allocator *a, pool_kind pool, size_t size_bytes, int stream, bool allow_grow,
@@ -237,6 +253,9 @@ vms_status bk_release(vms_allocator *a, vms_handle h, size_t bytes);
 vms_status bk_reserve(vms_allocator *a, size_t bytes, uintptr_t *addr);
 vms_status bk_va_free(vms_allocator *a, uintptr_t addr, size_t bytes);
 void bk_va_free_retry(vms_allocator *a);
+vms_status bk_undo_unmap(vms_allocator *a, uintptr_t addr, size_t bytes);
+vms_status bk_undo_release(vms_allocator *a, vms_handle h, size_t bytes);
+vms_status bk_undo_map(vms_allocator *a, uintptr_t addr, size_t bytes, vms_handle h);
 vms_status bk_map(vms_allocator *a, uintptr_t addr, size_t bytes, vms_handle h);
 vms_status bk_unmap(vms_allocator *a, uintptr_t addr, size_t bytes);
 vms_status bk_set_access(vms_allocator *a, uintptr_t addr, size_t bytes, size_t handles);

@@ -143,14 +143,15 @@ block *block_take(vms_allocator *a, block *b, uintptr_t addr, size_t size_bytes)
 void block_set_hole(vms_allocator *a, block *b) {
     range *r = b->range;
     b->state = BLOCK_HOLE;
-    if (b->prev && b->prev->state == BLOCK_HOLE) {
+    if (b->quarantine) return;
+    if (b->prev && b->prev->state == BLOCK_HOLE && !b->prev->quarantine) {
         block *p = b->prev;
         p->size_bytes += b->size_bytes;
         unlink_block(r, b);
         block_release(a, b);
         b = p;
     }
-    if (b->next && b->next->state == BLOCK_HOLE) {
+    if (b->next && b->next->state == BLOCK_HOLE && !b->next->quarantine) {
         block *n = b->next;
         b->size_bytes += n->size_bytes;
         unlink_block(r, n);

@@ -114,6 +114,7 @@ static bool gc_over(const vms_allocator *a) {
  * force). A range whose streams may still be using it is never unmapped: without force it stops
  * the sweep (its event is checked again at the next call); with force it is skipped. */
 vms_status gc_run(vms_allocator *a, bool force) {
+    if (a->n_orphans) orphans_retry(a); /* first: a reservation cannot go while mapped */
     if (a->deferred_n) bk_va_free_retry(a);
     if (!force && !gc_over(a)) return VMS_OK;
     a->st.gc_runs++;
@@ -297,7 +298,10 @@ static vms_status stitch_build(vms_allocator *a, pool_kind pool, chunk **chosen,
     if (s != VMS_OK) {
         at = base;
         for (size_t i = 0; i < mapped; i++) {
-            bk_unmap(a, at, chosen[i]->size_bytes);
+            /* An alias that will not go away is remembered and retried (as an orphan that
+             * holds no handle): the chunk cannot be released while it is mapped. */
+            if (bk_undo_unmap(a, at, chosen[i]->size_bytes) != VMS_OK)
+                orphan_note_mapping(a, at, chosen[i]->size_bytes);
             at += chosen[i]->size_bytes;
         }
         bk_va_free(a, base, total);

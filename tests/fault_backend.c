@@ -17,7 +17,7 @@ typedef struct fault_backend {
     pthread_mutex_t mu;
     uint64_t calls[FAULT_KINDS];
     uint64_t injected;
-    fault_kind last_kind;
+    fault_kind first_kind, last_kind; /* first since fault_arm, and last */
     /* armed fault: calls of the kinds in mask are numbered from 1 since fault_arm (seen);
      * those numbered in [first, first + count) fail */
     unsigned mask;
@@ -50,6 +50,7 @@ static vms_status gate(fault_backend *f, fault_kind k) {
         if (n >= f->first && n - f->first < f->count) {
             s = f->status;
             f->injected++;
+            if (f->first_kind == FAULT_KINDS) f->first_kind = k;
             f->last_kind = k;
         }
     }
@@ -195,7 +196,7 @@ vms_status fault_backend_create(vms_backend *inner, vms_backend **out) {
         return VMS_ENOMEM_HOST;
     }
     f->inner = inner;
-    f->last_kind = FAULT_KINDS;
+    f->first_kind = f->last_kind = FAULT_KINDS;
     f->ops = (vms_backend_ops){
         .name = inner->ops->name, /* the core may look at the name: keep the inner one */
         .granularity = f_granularity,
@@ -231,6 +232,7 @@ void fault_arm(vms_backend *fb, unsigned mask, uint64_t k, uint64_t count, vms_s
     f->first = k;
     f->count = count;
     f->status = status;
+    f->first_kind = FAULT_KINDS;
     pthread_mutex_unlock(&f->mu);
 }
 
@@ -264,6 +266,14 @@ fault_kind fault_last_kind(vms_backend *fb) {
     fault_backend *f = fb_of(fb);
     pthread_mutex_lock(&f->mu);
     fault_kind k = f->last_kind;
+    pthread_mutex_unlock(&f->mu);
+    return k;
+}
+
+fault_kind fault_first_kind(vms_backend *fb) {
+    fault_backend *f = fb_of(fb);
+    pthread_mutex_lock(&f->mu);
+    fault_kind k = f->first_kind;
     pthread_mutex_unlock(&f->mu);
     return k;
 }

@@ -57,8 +57,10 @@ void fault_disarm(vms_backend *fb);
 uint64_t fault_calls(vms_backend *fb, unsigned mask);
 /* Failures injected since creation. */
 uint64_t fault_injected(vms_backend *fb);
-/* The kind of the last injected failure (FAULT_KINDS if none). */
+/* The kind of the last injected failure, and of the first since fault_arm (FAULT_KINDS if
+ * none). */
 fault_kind fault_last_kind(vms_backend *fb);
+fault_kind fault_first_kind(vms_backend *fb);
 
 fault_ledger fault_ledger_get(vms_backend *fb);
 int fault_ledger_empty(vms_backend *fb);

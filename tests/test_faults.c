@@ -3,15 +3,18 @@
  * cross-stream reuse, empty_cache, a memory limit, small and large pools, then a seeded random
  * mix) runs over the fault wrapper (fault_backend.h) on the host backend (real bytes, patterns
  * checked) and on sim. The sweeps make the k-th backend call fail, for every k the workload
- * reaches (one-shot), then for each kind of call an outage that lasts to the end of the public
- * call it hits; and the k-th call inside vms_allocator_destroy. After every injected failure:
+ * reaches (one-shot), the k-th and the next (a call and its rollback), for each kind of call
+ * an outage that lasts to the end of the public call it hits, and the k-th call inside
+ * vms_allocator_destroy. After every injected failure:
  * the public call returns a documented status (or absorbs the failure), vms_check is clean,
  * every live pattern is intact, a failed call changed nothing visible, and the same call
  * succeeds once the fault is gone. At destroy the wrapper's ledger must show that the inner
  * backend holds no chunk, reservation, mapping or event: nothing leaked.
  *
  * Each sweep runs in a child process, so a crash at one k is reported with that k (and its
- * ASan report) and the sweep carries on from k+1; VMS_TEST_NOFORK=1 runs it inline (gdb).
+ * ASan report) and the sweep carries on from k+1, and a child that stops making progress is
+ * killed (VMS_FAULT_HANG_S); VMS_TEST_NOFORK=1 runs it inline (gdb). The targeted tests at the
+ * end reduce each failure the sweeps found to a few calls.
  * The planted-bug test shows that a block handed out twice (test_plant_overlap) is seen by
  * three independent witnesses: vms_check, the span set and the byte patterns.
  * Single-threaded.
@@ -470,6 +473,12 @@ static void step(run *r, const op *o, size_t at) {
     fx->ops++;
     if (inj) {
         fault_kind fk = fault_last_kind(r->be);
+        char fks[48]; /* "map", or "map+release" when two calls failed */
+        if (fault_first_kind(r->be) != fk)
+            snprintf(fks, sizeof fks, "%s+%s", fault_kind_name(fault_first_kind(r->be)),
+                     fault_kind_name(fk));
+        else
+            snprintf(fks, sizeof fks, "%s", fault_kind_name(fk));
         fault_disarm(r->be); /* one-shot faults are gone already; an outage ends here */
         fx->injected += inj;
         if (s == want)
@@ -477,23 +486,26 @@ static void step(run *r, const op *o, size_t at) {
         else
             fx->surfaced += inj;
         if (s != want && !plausible(s))
-            fx_fail("op %zu (%s): injected %s failure returned %s", at, op_name(o),
-                    fault_kind_name(fk), st_name(s));
+            fx_fail("op %zu (%s): injected %s failure returned %s", at, op_name(o), fks,
+                    st_name(s));
         if (s == VMS_EBACKEND && !vms_last_error()[0])
             fx_fail("op %zu (%s): VMS_EBACKEND without a message", at, op_name(o));
         if (was_live && s != VMS_OK && !r->s[o->slot].p)
             fx_fail("op %zu: failed free lost the block", at);
-        verify(r, fault_kind_name(fk), at);
+        verify(r, fks, at);
         if (s != want) {
             vms_status again = op_do(r, o, at);
             fx->ops++;
-            if (again != want)
+            if (again != want) {
                 fx_fail("op %zu (%s): after a %s fault, the retry returned %s (want %s)", at,
-                        op_name(o), fault_kind_name(fk), st_name(again), st_name(want));
+                        op_name(o), fks, st_name(again), st_name(want));
+                r->broken = true;
+            }
         }
     } else if (s != want) {
         fx_fail("op %zu (%s slot %u): returned %s (want %s) with no fault injected", at, op_name(o),
                 o->slot, st_name(s), st_name(want));
+        r->broken = true;
     }
     if (o->expect_oom && s == VMS_ENOMEM && !strstr(vms_oom_report(), "limit"))
         fx_fail("op %zu: the OOM report does not mention the limit: %s", at, vms_oom_report());
@@ -583,6 +595,7 @@ typedef struct sweep_arg {
     unsigned mask;
     vms_status inject;
     bool outage;
+    bool pair; /* two consecutive calls fail */
 } sweep_arg;
 
 static void sweep_one(void *arg, uint64_t k) {
@@ -591,7 +604,7 @@ static void sweep_one(void *arg, uint64_t k) {
     run_init(&r, sa->host);
     r.mask = sa->mask;
     r.k = k;
-    r.count = sa->outage ? UINT64_MAX : 1;
+    r.count = sa->outage ? UINT64_MAX : sa->pair ? 2 : 1;
     r.inject = sa->inject;
     run_full(&r, sa->w);
 }
@@ -640,9 +653,10 @@ static void sweep_every_call(bool host) {
             : n;
     fx_shared total;
     memset(&total, 0, sizeof total);
-    sweep_arg sa = {host, &w, FAULT_ALL, VMS_EBACKEND, false};
+    sweep_arg sa = {host, &w, FAULT_ALL, VMS_EBACKEND, false, false};
     sweep(host ? "every call, host" : "every call, sim", 1, n, sweep_one, &sa, &total);
-    CHECK(total.injected >= n);
+    CHECK(total.injected >=
+          total.runs); /* every k is reached: the calls before it are the baseline's */
     fx_report("one-shot fault at every call", &total);
 }
 
@@ -651,6 +665,27 @@ TEST(faults_every_call_host) {
 }
 TEST(faults_every_call_sim) {
     sweep_every_call(false);
+}
+
+/* Two calls in a row fail (any kinds): the failure of a call and of the call that undoes it,
+ * e.g. a map that fails and the release that rolls its chunk back. */
+static void sweep_pairs(bool host) {
+    static work w;
+    work_build(&w);
+    uint64_t n = baseline(host, &w, FAULT_ALL, false);
+    REQUIRE(n > 0);
+    fx_shared total;
+    memset(&total, 0, sizeof total);
+    sweep_arg sa = {host, &w, FAULT_ALL, VMS_EBACKEND, false, true};
+    sweep(host ? "two in a row, host" : "two in a row, sim", 1, n, sweep_one, &sa, &total);
+    fx_report("two consecutive faults at every call", &total);
+}
+
+TEST(faults_two_in_a_row_host) {
+    sweep_pairs(true);
+}
+TEST(faults_two_in_a_row_sim) {
+    sweep_pairs(false);
 }
 
 /* For each kind: every call of that kind made to fail, and all later ones of that kind until
@@ -670,7 +705,7 @@ static void sweep_outages(bool host) {
         char what[64];
         snprintf(what, sizeof what, "%s outage, %s", fault_kind_name(kinds[i]),
                  host ? "host" : "sim");
-        sweep_arg sa = {host, &w, FAULT_BIT(kinds[i]), VMS_EBACKEND, true};
+        sweep_arg sa = {host, &w, FAULT_BIT(kinds[i]), VMS_EBACKEND, true, false};
         sweep(what, 1, n, sweep_one, &sa, &total);
     }
     fx_report("outage of each kind at every call", &total);
@@ -692,9 +727,9 @@ TEST(faults_create_out_of_device_memory_host) {
     REQUIRE(n > 0);
     fx_shared total;
     memset(&total, 0, sizeof total);
-    sweep_arg once = {true, &w, FAULT_BIT(FAULT_CREATE), VMS_ENOMEM, false};
+    sweep_arg once = {true, &w, FAULT_BIT(FAULT_CREATE), VMS_ENOMEM, false, false};
     sweep("create ENOMEM once", 1, n, sweep_one, &once, &total);
-    sweep_arg outage = {true, &w, FAULT_BIT(FAULT_CREATE), VMS_ENOMEM, true};
+    sweep_arg outage = {true, &w, FAULT_BIT(FAULT_CREATE), VMS_ENOMEM, true, false};
     sweep("create ENOMEM outage", 1, n, sweep_one, &outage, &total);
     fx_report("device out of memory at every create", &total);
 }
@@ -748,7 +783,7 @@ static void sweep_destroy(bool host) {
     REQUIRE(n > 0);
     fx_shared total;
     memset(&total, 0, sizeof total);
-    sweep_arg sa = {host, &w, FAULT_ALL, VMS_EBACKEND, false};
+    sweep_arg sa = {host, &w, FAULT_ALL, VMS_EBACKEND, false, false};
     sweep(host ? "destroy, host" : "destroy, sim", 1, n, destroy_one, &sa, &total);
     fx_report("one-shot fault at every call of destroy", &total);
 }
@@ -1221,4 +1256,84 @@ TEST(faults_destroy_unmap_failure_host) {
 TEST(faults_destroy_unmap_failure_sim) {
     bool host = false;
     sweep("destroy unmap failure, sim", 1, 1, destroy_unmap_fails, &host, NULL);
+}
+
+/* empty_cache releases a free chunk: unmap, then release, which fails; putting the mapping
+ * back fails too. The chunk is now unmapped: it must never be handed out again (on a GPU the
+ * first kernel to touch it would hit an illegal address; on host the test would fault), and
+ * it must still be released in the end. */
+static void release_then_remap_fail(void *arg, uint64_t k) {
+    (void)k;
+    bool host = *(bool *)arg;
+    small_world sw;
+    if (!small_world_open(&sw, host)) {
+        fx_fail("setup failed");
+        return;
+    }
+    fault_arm(sw.be, FAULT_BIT(FAULT_RELEASE) | FAULT_BIT(FAULT_MAP), 1, 2, VMS_EBACKEND);
+    vms_empty_cache(sw.a);
+    fault_disarm(sw.be);
+    if (fault_injected(sw.be) != 2)
+        fx_fail("the faults did not fire (%llu)", (unsigned long long)fault_injected(sw.be));
+    size_t v = vms_check(sw.a);
+    if (v) fx_fail("after release and re-map failed: vms_check reports %zu violations", v);
+    /* take every granule the allocator will give without growing, and write all of it */
+    void *p[16] = {0};
+    vms_stats st;
+    vms_stats_get(sw.a, &st);
+    vms_set_memory_limit(sw.a, st.reserved_bytes_current);
+    for (int i = 0; i < 16; i++) {
+        if (vms_malloc(sw.a, sw.g, S(0), &p[i]) != VMS_OK) break;
+        if (host) live_pat_fill(p[i], sw.g, (uint64_t)i + 1);
+    }
+    vms_set_memory_limit(sw.a, 0);
+    for (int i = 0; i < 16; i++)
+        if (p[i]) vms_free(sw.a, p[i]);
+    small_world_close(&sw, "after release and re-map failed");
+}
+
+TEST(faults_release_and_remap_failure_host) {
+    bool host = true;
+    sweep("release and re-map failure, host", 1, 1, release_then_remap_fail, &host, NULL);
+}
+TEST(faults_release_and_remap_failure_sim) {
+    bool host = false;
+    sweep("release and re-map failure, sim", 1, 1, release_then_remap_fail, &host, NULL);
+}
+
+/* Growth maps two new chunks, set_access fails, and the rollback's first unmap fails too.
+ * The request fails with a status; afterwards the same request must succeed (the arena must
+ * not keep a mapping it believes is a hole) and destroy must leave nothing behind. */
+static void grow_rollback_unmap_fail(void *arg, uint64_t k) {
+    (void)k;
+    small_world sw;
+    if (!small_world_open(&sw, *(bool *)arg)) {
+        fx_fail("setup failed");
+        return;
+    }
+    fault_arm(sw.be, FAULT_BIT(FAULT_SET_ACCESS) | FAULT_BIT(FAULT_UNMAP), 1, 2, VMS_EBACKEND);
+    void *q = NULL;
+    /* more than the free chunks hold, with stitching unable to help: growth */
+    vms_status s = vms_malloc(sw.a, 20 * sw.g, S(0), &q);
+    fault_disarm(sw.be);
+    if (fault_injected(sw.be) != 2)
+        fx_fail("the faults did not fire (%llu)", (unsigned long long)fault_injected(sw.be));
+    if (s == VMS_OK) vms_free(sw.a, q);
+    size_t v = vms_check(sw.a);
+    if (v) fx_fail("after set_access and its rollback failed: vms_check reports %zu violations", v);
+    s = vms_malloc(sw.a, 20 * sw.g, S(0), &q);
+    if (s != VMS_OK)
+        fx_fail("the same request once the faults are gone returned %s", st_name(s));
+    else
+        vms_free(sw.a, q);
+    small_world_close(&sw, "after set_access and its rollback failed");
+}
+
+TEST(faults_grow_rollback_failure_host) {
+    bool host = true;
+    sweep("grow rollback failure, host", 1, 1, grow_rollback_unmap_fail, &host, NULL);
+}
+TEST(faults_grow_rollback_failure_sim) {
+    bool host = false;
+    sweep("grow rollback failure, sim", 1, 1, grow_rollback_unmap_fail, &host, NULL);
 }
