@@ -161,7 +161,6 @@ static vms_status miss(vms_allocator *a, pool_kind pool, size_t size_bytes, int 
                        uintptr_t *take_at) {
     bool can_stitch = pool != POOL_SMALL && a->cfg.stitch_enable && size_bytes >= a->cfg.stitch_min_bytes;
     vms_status s;
-    a->cur_request_bytes = size_bytes;
     if (can_stitch && a->cfg.stitch_when == VMS_STITCH_BEFORE_GROW) {
         s = stitch_for(a, pool, size_bytes, stream, true, out);
         if (s == VMS_OK) *take_at = (*out)->addr;

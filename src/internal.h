@@ -101,10 +101,8 @@ typedef struct range {
     size_t *slot_bytes;      /* size of each slot, kept after its chunk is unmapped */
     size_t nslots;
     size_t live_blocks;      /* ALLOC + PENDING blocks in it */
-    bool owns_all;           /* all its chunks are owned by it */
     uint64_t stream_mask;    /* streams that used it since it was last settled */
     uint64_t idle_seq;       /* global free seq when it last became idle */
-    uint64_t last_use_tick;  /* LRU */
     struct range *lru_prev, *lru_next; /* idle cached stitched ranges, oldest first */
     bool in_lru;
     struct range *all_next, *all_prev; /* every stitched range */
@@ -151,10 +149,8 @@ struct vms_allocator {
     stream_state streams[VMS_MAX_STREAMS];
     int nstreams;
     uint64_t free_seq;
-    uint64_t tick;
     uint32_t prio_state;
     vms_stats st;
-    size_t cur_request_bytes;
     struct {
         uintptr_t addr;
         size_t bytes;

@@ -48,7 +48,6 @@ static void lru_push(vms_allocator *a, range *r) {
 
 void stitched_on_busy(vms_allocator *a, range *r) {
     lru_remove(a, r);
-    r->last_use_tick = ++a->tick;
 }
 
 /* The last live block of r was freed: its chunks go home, r becomes an idle cache entry. */
