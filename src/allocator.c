@@ -17,12 +17,6 @@
 
 #define GiB_D (1024.0 * 1024.0 * 1024.0)
 
-static void stats_cached_update(vms_allocator *a) {
-    a->st.cached_bytes_current = a->st.reserved_bytes_current - a->st.allocated_bytes_current;
-    if (a->st.cached_bytes_current > a->st.cached_bytes_peak)
-        a->st.cached_bytes_peak = a->st.cached_bytes_current;
-}
-
 static void checked(vms_allocator *a, const char *where) {
     if (a->cfg.check_level < 1) return;
     size_t v = check_locked(a);
@@ -235,7 +229,7 @@ static void collect_all(vms_allocator *a) {
     if (a->pending) pending_poll(a);
     gc_run(a, true);
     chunk_release_free(a, true, NULL);
-    stats_cached_update(a);
+    stats_cached_sync(a);
 }
 
 vms_status vms_malloc(vms_allocator *a, size_t size, vms_stream stream, void **ptr) {
@@ -278,26 +272,16 @@ vms_status vms_malloc(vms_allocator *a, size_t size, vms_stream stream, void **p
     b->stream = (uint16_t)si;
     b->requested_bytes = size;
     if (ptr_map_put(&a->live, b->addr, b) != 0) {
-        /* cannot track it: give it back */
-        b->freed_seq = 0;
-        chunk_busy_add(a, b->range, b->addr, b->size_bytes, b);
-        block_set_free(a, b);
+        /* cannot track it: give it back the way a free would (busy bytes, merge, a stitched
+         * range's live count) */
+        STAT_ADD(a, active_bytes, b->size_bytes);
+        free_finish(a, b);
         pthread_mutex_unlock(&a->lock);
         return VMS_ENOMEM_HOST;
     }
     if (b->range->kind == RANGE_STITCHED) b->range->stream_mask |= 1ull << si;
-    bool small = b->range->pool == POOL_SMALL;
-    STAT_ADD(a, allocated_bytes, b->size_bytes);
-    STAT_ADD(a, requested_bytes, size);
     STAT_ADD(a, active_bytes, b->size_bytes);
-    if (small) {
-        STAT_ADD(a, small_allocated_bytes, b->size_bytes);
-        STAT_ADD(a, small_requested_bytes, size);
-    } else {
-        STAT_ADD(a, large_allocated_bytes, b->size_bytes);
-        STAT_ADD(a, large_requested_bytes, size);
-    }
-    stats_cached_update(a);
+    stats_live(a, b, +1);
     a->st.mallocs++;
     *ptr = (void *)b->addr;
     checked(a, "malloc");
@@ -349,17 +333,7 @@ vms_status vms_free(vms_allocator *a, void *ptr) {
         pthread_mutex_unlock(&a->lock);
         return s;
     }
-    bool small = b->range->pool == POOL_SMALL;
-    STAT_ADD(a, allocated_bytes, -(int64_t)b->size_bytes);
-    STAT_ADD(a, requested_bytes, -(int64_t)b->requested_bytes);
-    if (small) {
-        STAT_ADD(a, small_allocated_bytes, -(int64_t)b->size_bytes);
-        STAT_ADD(a, small_requested_bytes, -(int64_t)b->requested_bytes);
-    } else {
-        STAT_ADD(a, large_allocated_bytes, -(int64_t)b->size_bytes);
-        STAT_ADD(a, large_requested_bytes, -(int64_t)b->requested_bytes);
-    }
-    stats_cached_update(a);
+    stats_live(a, b, -1);
     a->st.frees++;
     if (b->extra_streams) {
         /* Used on other streams too: reusable once an event on each of them has completed. */

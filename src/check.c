@@ -71,10 +71,10 @@ static size_t range_check(vms_allocator *a, range *r, size_t *nfree, size_t *nal
                 }
                 bool owned = c->owner == r;
                 if ((b->state == BLOCK_LENT) == owned) v += V();
-                uintptr_t cstart = owned ? c->owner_addr : (r->kind == RANGE_ARENA ? c->home_addr : 0);
+                /* where the chunk starts in this range, where that is known from the chunk */
+                uintptr_t cstart = owned ? c->owner_addr : r->kind == RANGE_ARENA ? c->home_addr : 0;
                 if (cstart && (cstart > p || cstart + c->size_bytes <= p)) v += V();
                 p = (p / a->gran_bytes + 1) * a->gran_bytes;
-                (void)cstart;
             }
         }
         if (b->state == BLOCK_LENT) {

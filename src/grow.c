@@ -151,9 +151,7 @@ static void chunk_unlink(vms_allocator *a, chunk *c) {
 
 static void reserved_add(vms_allocator *a, pool_kind pool, int64_t bytes) {
     STAT_ADD(a, reserved_bytes, bytes);
-    a->st.cached_bytes_current = a->st.reserved_bytes_current - a->st.allocated_bytes_current;
-    if (a->st.cached_bytes_current > a->st.cached_bytes_peak)
-        a->st.cached_bytes_peak = a->st.cached_bytes_current;
+    stats_cached_sync(a);
     if (pool == POOL_SMALL) STAT_ADD(a, small_reserved_bytes, bytes);
     else STAT_ADD(a, large_reserved_bytes, bytes);
 }

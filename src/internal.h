@@ -199,6 +199,7 @@ int stream_index(vms_allocator *a, vms_stream s); /* -1 if the table is full */
 void streams_refresh(vms_allocator *a);           /* record/query events, never blocks */
 vms_status streams_sync_all(vms_allocator *a);    /* block until every free has finished */
 bool stream_settled(const vms_allocator *a, int stream, uint64_t seq);
+bool tags_usable(const vms_allocator *a, int tag_stream, bool multi, uint64_t seq, int stream);
 bool block_usable(const vms_allocator *a, const block *b, int stream);
 void pending_poll(vms_allocator *a);              /* finish PENDING blocks whose events are done */
 bool range_settled(const vms_allocator *a, const range *r);
@@ -240,6 +241,8 @@ vms_status test_plant_overlap(vms_allocator *a, size_t size_bytes, void **ptr);
 
 /* stats.c */
 void stats_add(vms_allocator *a, uint64_t *cur, uint64_t *peak, int64_t delta);
+void stats_cached_sync(vms_allocator *a);
+void stats_live(vms_allocator *a, const block *b, int sign);
 #define STAT_ADD(a, name, delta)                                                                 \
     stats_add((a), &(a)->st.name##_current, &(a)->st.name##_peak, (int64_t)(delta))
 

@@ -12,6 +12,29 @@ void stats_add(vms_allocator *a, uint64_t *cur, uint64_t *peak, int64_t delta) {
     if (*cur > *peak) *peak = *cur;
 }
 
+/* cached = reserved - allocated, with its peak: called wherever either changes. */
+void stats_cached_sync(vms_allocator *a) {
+    a->st.cached_bytes_current = a->st.reserved_bytes_current - a->st.allocated_bytes_current;
+    if (a->st.cached_bytes_current > a->st.cached_bytes_peak)
+        a->st.cached_bytes_peak = a->st.cached_bytes_current;
+}
+
+/* A block turns live (sign +1) or stops being live (-1): allocated and requested bytes, in
+ * total and per pool, and cached. */
+void stats_live(vms_allocator *a, const block *b, int sign) {
+    int64_t n = sign * (int64_t)b->size_bytes, req = sign * (int64_t)b->requested_bytes;
+    STAT_ADD(a, allocated_bytes, n);
+    STAT_ADD(a, requested_bytes, req);
+    if (b->range->pool == POOL_SMALL) {
+        STAT_ADD(a, small_allocated_bytes, n);
+        STAT_ADD(a, small_requested_bytes, req);
+    } else {
+        STAT_ADD(a, large_allocated_bytes, n);
+        STAT_ADD(a, large_requested_bytes, req);
+    }
+    stats_cached_sync(a);
+}
+
 vms_status vms_stats_get(vms_allocator *a, vms_stats *out) {
     if (!a || !out) return VMS_EINVAL;
     pthread_mutex_lock(&a->lock);

@@ -14,11 +14,7 @@
 #include "internal.h"
 
 static bool chunk_usable(const vms_allocator *a, const chunk *c, int stream) {
-    block tags = {0};
-    tags.stream = c->stream;
-    tags.multi_stream = c->multi_stream;
-    tags.freed_seq = c->freed_seq;
-    return block_usable(a, &tags, stream);
+    return tags_usable(a, c->stream, c->multi_stream, c->freed_seq, stream);
 }
 
 static void lru_remove(vms_allocator *a, range *r) {
@@ -177,7 +173,7 @@ static int cmp_chunk_desc(const void *x, const void *y) {
 /* Chooses free chunks covering size_bytes with little overshoot and few handles: repeatedly the
  * smallest chunk that covers what is left, else the largest one. Returns the count chosen (0 if
  * the free chunks cannot cover the request). */
-static size_t choose_chunks(vms_allocator *a, pool_kind pool, size_t size_bytes, int stream, chunk ***out,
+static size_t choose_chunks(vms_allocator *a, size_t size_bytes, int stream, chunk ***out,
                             size_t *free_total) {
     size_t n = 0, cap = 64;
     chunk **cand = malloc(cap * sizeof *cand);
@@ -201,34 +197,20 @@ static size_t choose_chunks(vms_allocator *a, pool_kind pool, size_t size_bytes,
         return 0;
     }
     qsort(cand, n, sizeof *cand, cmp_chunk_desc);
-    /* Compact the chosen ones to the front of cand. */
-    size_t chosen = 0, lo = 0, left = size_bytes;
+    /* The chosen ones end up at the front of cand. Every pick but the last is the largest left
+     * (cand[chosen], as sizes descend); the smallest chunk that covers the rest ends it. */
+    size_t chosen = 0, left = size_bytes;
     while (left > 0) {
-        /* smallest candidate in cand[lo..n) with size >= left: sizes descend, so scan back */
-        size_t pick = n;
-        for (size_t i = n; i-- > lo;) {
+        size_t pick = chosen;
+        for (size_t i = n; i-- > chosen;) {
             if (cand[i]->size_bytes >= left) {
                 pick = i;
                 break;
             }
         }
-        if (pick == n) pick = lo; /* none covers the rest: take the largest */
         chunk *c = cand[pick];
-        cand[pick] = cand[lo];
-        cand[lo] = c;
-        /* keep cand[lo+1..n) sorted: the displaced element goes back into order */
-        for (size_t i = pick; i > lo + 1 && cmp_chunk_desc(&cand[i - 1], &cand[i]) > 0; i--) {
-            chunk *t = cand[i];
-            cand[i] = cand[i - 1];
-            cand[i - 1] = t;
-        }
-        for (size_t i = pick; i + 1 < n && cmp_chunk_desc(&cand[i], &cand[i + 1]) > 0; i++) {
-            chunk *t = cand[i];
-            cand[i] = cand[i + 1];
-            cand[i + 1] = t;
-        }
-        lo++;
-        chosen++;
+        cand[pick] = cand[chosen];
+        cand[chosen++] = c;
         left = c->size_bytes >= left ? 0 : left - c->size_bytes;
     }
     *out = cand;
@@ -330,7 +312,7 @@ vms_status stitch_for(vms_allocator *a, pool_kind pool, size_t size_bytes, int s
     }
     chunk **chosen;
     size_t free_total;
-    size_t n = choose_chunks(a, pool, size_bytes, stream, &chosen, &free_total);
+    size_t n = choose_chunks(a, size_bytes, stream, &chosen, &free_total);
     if (n == 0 && allow_grow && free_total > 0) {
         /* The free chunks fall short: if adding new chunks to them reserves less than growing
          * the arena after its best free tail would, create just the shortfall and stitch. */
@@ -339,7 +321,7 @@ vms_status stitch_for(vms_allocator *a, pool_kind pool, size_t size_bytes, int s
         if (grow_bytes && short_bytes >= grow_bytes) return VMS_ENOMEM;
         vms_status s = grow_loose(a, pool, short_bytes, stream);
         if (s != VMS_OK) return s;
-        n = choose_chunks(a, pool, size_bytes, stream, &chosen, &free_total);
+        n = choose_chunks(a, size_bytes, stream, &chosen, &free_total);
     }
     if (n == 0) {
         free(chosen);

@@ -25,40 +25,35 @@ bool stream_settled(const vms_allocator *a, int stream, uint64_t seq) {
     return a->streams[stream].completed_seq >= seq;
 }
 
-bool block_usable(const vms_allocator *a, const block *b, int stream) {
-    if (b->multi_stream) {
-        /* Only frees stamped <= freed_seq can be inside the block: each other stream must
-         * have finished those of them it made. */
-        for (int i = 0; i < a->nstreams; i++) {
-            const stream_state *st = &a->streams[i];
-            uint64_t need = st->last_free_seq < b->freed_seq ? st->last_free_seq : b->freed_seq;
-            if (i != stream && st->completed_seq < need) return false;
-        }
-        return true;
-    }
-    return b->stream == stream || stream_settled(a, b->stream, b->freed_seq);
-}
-
-/* Every free on chunk c has finished on the device. */
-bool chunk_settled(const vms_allocator *a, const chunk *c) {
-    if (c->freed_seq == 0) return true;
-    if (!c->multi_stream) return stream_settled(a, c->stream, c->freed_seq);
+/* Every free stamped <= seq that the streams in `mask` other than `except` made has finished.
+ * Only frees stamped <= seq can be involved, so a stream's later frees do not hold it up. */
+static bool frees_settled(const vms_allocator *a, uint64_t mask, int except, uint64_t seq) {
     for (int i = 0; i < a->nstreams; i++) {
+        if (!(mask >> i & 1) || i == except) continue;
         const stream_state *st = &a->streams[i];
-        uint64_t need = st->last_free_seq < c->freed_seq ? st->last_free_seq : c->freed_seq;
+        uint64_t need = st->last_free_seq < seq ? st->last_free_seq : seq;
         if (st->completed_seq < need) return false;
     }
     return true;
 }
 
+/* The rule for every stream tag (free blocks, chunks): memory freed at seq on tag_stream (or on
+ * several streams, multi) may be used on `stream` (-1: by the device at large, e.g. unmapped). */
+bool tags_usable(const vms_allocator *a, int tag_stream, bool multi, uint64_t seq, int stream) {
+    if (multi) return frees_settled(a, UINT64_MAX, stream, seq);
+    return tag_stream == stream || stream_settled(a, tag_stream, seq);
+}
+
+bool block_usable(const vms_allocator *a, const block *b, int stream) {
+    return tags_usable(a, b->stream, b->multi_stream, b->freed_seq, stream);
+}
+
+bool chunk_settled(const vms_allocator *a, const chunk *c) {
+    return tags_usable(a, c->stream, c->multi_stream, c->freed_seq, -1);
+}
+
 bool range_settled(const vms_allocator *a, const range *r) {
-    for (int i = 0; i < a->nstreams; i++)
-        if (r->stream_mask >> i & 1) {
-            const stream_state *st = &a->streams[i];
-            uint64_t need = st->last_free_seq < r->idle_seq ? st->last_free_seq : r->idle_seq;
-            if (st->completed_seq < need) return false;
-        }
-    return true;
+    return frees_settled(a, r->stream_mask, -1, r->idle_seq);
 }
 
 void streams_refresh(vms_allocator *a) {
