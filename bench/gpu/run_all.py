@@ -64,8 +64,12 @@ def run_one(job, args, tmp, deadline, log):
     cmd += [WORKER, mode, "--json", out]
     if workload:
         cmd += ["--workload", workload]
-    if mode == "train":
+    if mode == "train" and tag.startswith("det"):
+        cmd += ["--steps", str(args.det_steps), "--deterministic"]
+    elif mode == "train":
         cmd += ["--steps", str(args.steps)]
+    elif mode == "timing":
+        cmd += ["--steps", str(args.timing_steps)]
     elif mode == "gen":
         cmd += ["--steps", str(args.gen_steps)]
     elif mode == "bisect":
@@ -166,6 +170,16 @@ def summarize(results, args):
         r = results.get(("micro", None, a, "1"))
         if r and "round_trip_us" in r:
             s["micro"][a] = {k: v["us_median"] for k, v in r["round_trip_us"].items()}
+    s["timing"] = timing_summary(results, args)
+    if s["timing"]:
+        # Interleaved rounds measure step time better than the single runs above: they are
+        # the figure the target uses when present.
+        ok_all["step_time"] = all(t["vmstitch_ratio"] is not None and t["vmstitch_ratio"] <= 1.02
+                                  for t in s["timing"].values())
+    s["deterministic"] = det_summary(results, args)
+    if s["deterministic"]:
+        ok_all["losses_deterministic"] = all(d.get("vmstitch_equal") for d in
+                                             s["deterministic"].values())
     # The target: above both on at least one fine-tuning workload.
     ok_all["largest_batch"] = any(
         all(a in b for a in ALLOCS)
@@ -174,6 +188,72 @@ def summarize(results, args):
         for b in s["bisect"].values())
     s["targets"] = ok_all
     return s
+
+
+def paired_ratio(run, base):
+    """Median over steps of run/base step time (same seed: step i has the same shape in both),
+    over the second half of the steps (the steady state, as median_step in worker.py)."""
+    a, b = run["step_seconds"], base["step_seconds"]
+    half = len(b) // 2
+    r = sorted(x / y for x, y in zip(a[half:], b[half:]) if y > 0)
+    return r[len(r) // 2] if r else None
+
+
+def median(xs):
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return None
+    n = len(xs)
+    return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
+
+
+def timing_summary(results, args):
+    """Per workload: in each round (the three allocators back to back, order rotated), the
+    paired ratio to that round's native run; the figure is the median over rounds. The noise
+    floor is native against the next round's native, measured the same way."""
+    out = {}
+    for wl in filter(None, args.timing_workloads.split(",")):
+        rounds = []
+        for r in range(1, args.timing_rounds + 1):
+            runs = {a: results.get(("timing", wl, a, "r%d" % r)) for a in ALLOCS}
+            if not all(x and "step_seconds" in x for x in runs.values()):
+                continue
+            rounds.append(runs)
+        if not rounds:
+            continue
+        per = {a: [paired_ratio(rd[a], rd["native"]) for rd in rounds] for a in ALLOCS}
+        noise = [paired_ratio(rounds[i + 1]["native"], rounds[i]["native"])
+                 for i in range(len(rounds) - 1)]
+        out[wl] = {"rounds": len(rounds),
+                   "vmstitch_ratio": median(per["vmstitch"]),
+                   "expandable_ratio": median(per["expandable"]),
+                   "vmstitch_ratios": per["vmstitch"], "expandable_ratios": per["expandable"],
+                   "native_vs_native": noise,
+                   "native_median_step_s": median([rd["native"]["median_step_s"]
+                                                   for rd in rounds])}
+    return out
+
+
+def det_summary(results, args):
+    """Deterministic kernels: two native runs must agree exactly, and so must vmstitch."""
+    out = {}
+    for wl in filter(None, args.det_workloads.split(",")):
+        runs = {a: results.get(("train", wl, a, "det1")) for a in ALLOCS}
+        n2 = results.get(("train", wl, "native", "det2"))
+        if not runs["native"] or "losses" not in runs["native"]:
+            continue
+        base = runs["native"]["losses"]
+
+        def diff(r):
+            if not r or "losses" not in r:
+                return None
+            return max((abs(x - y) for x, y in zip(r["losses"], base)), default=0.0)
+        d = {"steps": len(base), "native_vs_native": diff(n2),
+             "vmstitch": diff(runs["vmstitch"]), "expandable": diff(runs["expandable"])}
+        d["vmstitch_equal"] = d["vmstitch"] is not None and d["vmstitch"] <= (
+            d["native_vs_native"] or 0.0)
+        out[wl] = d
+    return out
 
 
 def tables(summary, meta):
@@ -212,6 +292,30 @@ def tables(summary, meta):
             L.append("| %s | %d | %d | %.1f |" % (a, r["largest_batch"], r["probes"],
                                                  r["seconds"] or 0))
         L.append("")
+    if summary.get("timing"):
+        L.append("Step time, interleaved rounds (each round: the three allocators back to back, "
+                 "order rotated; nothing else in the process). Ratio = median over steps of "
+                 "step / same step with native in that round; figure = median over rounds:\n")
+        L.append("| workload | rounds | native median step s | vmstitch x | expandable x | "
+                 "vmstitch per round | native vs next native |")
+        L.append("|---|---|---|---|---|---|---|")
+        for wl, t in summary["timing"].items():
+            L.append("| %s | %d | %.4f | %.3f | %.3f | %s | %s |" % (
+                wl, t["rounds"], t["native_median_step_s"] or 0, t["vmstitch_ratio"] or 0,
+                t["expandable_ratio"] or 0,
+                " ".join("%.3f" % x for x in t["vmstitch_ratios"] if x is not None),
+                " ".join("%.3f" % x for x in t["native_vs_native"] if x is not None)))
+        L.append("")
+    if summary.get("deterministic"):
+        L.append("Losses with deterministic kernels (torch.use_deterministic_algorithms, eager "
+                 "attention), max abs difference from the first native run:\n")
+        L.append("| workload | steps | native vs native | vmstitch | expandable |")
+        L.append("|---|---|---|---|---|")
+        for wl, d in summary["deterministic"].items():
+            f = (lambda x: "-" if x is None else "%.3g" % x)
+            L.append("| %s | %d | %s | %s | %s |" % (wl, d["steps"], f(d["native_vs_native"]),
+                                                     f(d["vmstitch"]), f(d["expandable"])))
+        L.append("")
     if summary["micro"]:
         L.append("Allocation round trip (torch.empty + release), microseconds:\n")
         L.append("| size | " + " | ".join(summary["micro"]) + " |")
@@ -241,9 +345,15 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated workloads (default: all)")
     ap.add_argument("--no-bisect", action="store_true")
     ap.add_argument("--no-micro", action="store_true")
+    ap.add_argument("--no-main", action="store_true", help="skip the memory runs per workload")
+    ap.add_argument("--timing-rounds", type=int, default=3)
+    ap.add_argument("--timing-steps", type=int, default=48)
+    ap.add_argument("--timing-workloads", default="opt350-lora-rc,gpt2m-full")
+    ap.add_argument("--det-workloads", default="opt350-lora-rc,gpt2m-full")
+    ap.add_argument("--det-steps", type=int, default=8)
     args = ap.parse_args()
     args.build = os.path.abspath(args.build)
-    args.estimate = {"train": 25, "gen": 40, "bisect": 40, "micro": 12}
+    args.estimate = {"train": 25, "gen": 40, "bisect": 40, "micro": 12, "timing": 15}
     os.makedirs(args.out, exist_ok=True)
     deadline = time.time() + args.budget_s
     only = set(filter(None, args.only.split(",")))
@@ -252,14 +362,22 @@ def main():
     # Most important first: each workload with the three allocators; then the batch search,
     # the second native runs that give the loss spread, and last the micro-benchmark.
     jobs = []
-    for w, m in wls:
-        jobs += [(m, w, a, "1") for a in ("native", "vmstitch", "expandable")]
+    if not args.no_main:
+        for w, m in wls:
+            jobs += [(m, w, a, "1") for a in ("native", "vmstitch", "expandable")]
+    for r in range(1, args.timing_rounds + 1):
+        order = ALLOCS[r % 3:] + ALLOCS[:r % 3]  # rotated, so no allocator always runs first
+        for w in filter(None, args.timing_workloads.split(",")):
+            jobs += [("timing", w, a, "r%d" % r) for a in order]
+    for w in filter(None, args.det_workloads.split(",")):
+        jobs += [("train", w, a, "det1") for a in ALLOCS] + [("train", w, "native", "det2")]
     if not args.no_micro:
         jobs += [("micro", None, a, "1") for a in ALLOCS]
     if not args.no_bisect:
         for bw in args.bisect_workload.split(","):
             jobs += [("bisect", bw, a, "1") for a in ("native", "vmstitch", "expandable")]
-    jobs += [(m, w, "native", "2") for w, m in wls if m == "train"]
+    if not args.no_main:
+        jobs += [(m, w, "native", "2") for w, m in wls if m == "train"]
 
     results, order = {}, []
     with tempfile.TemporaryDirectory() as tmp, \

@@ -20,7 +20,14 @@ Modes:
                empty_cache between probes.
   micro        torch.empty + release round trip, 4 KiB, 8 MiB and 256 MiB, microseconds.
 
+  timing       train's steps alone in the process (no driver polling), for step times.
+  record       an allocation trace of --steps steps at (--batch, --seq) after the model is
+               built, for offline replay under a cap (--trace OUT.trace.gz).
+  --deterministic (train/timing): deterministic kernels and eager attention, so two runs'
+               losses may differ only through the allocator.
+
 usage: worker.py MODE --workload NAME --json OUT [--steps N] [--cap-gib G] [--seq L]
+                 [--deterministic] [--batch B --trace FILE]
 """
 import argparse
 import gc
@@ -32,7 +39,10 @@ import sys
 import threading
 import time
 
-import torch
+if "--deterministic" in sys.argv:  # cuBLAS reads it when its first handle is made
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+import torch  # noqa: E402
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -116,11 +126,13 @@ def build(name):
     raise SystemExit("unknown workload " + name)
 
 
-def make_model(name):
+def make_model(name, eager_attention=False):
     """The model in bf16 on the GPU. Built directly there (fast; a 1.3B model initialised on
     the CPU takes many seconds), in bf16 so that no fp32 copy ever sits on the GPU; then the
     recipe's .to(cuda, bf16), a no-op for what is already there."""
     cls, cfg, targets = build(name)
+    if eager_attention:  # deterministic runs: fused attention backward kernels use atomics
+        cfg._attn_implementation = "eager"
     old = torch.get_default_dtype()
     try:
         torch.set_default_dtype(torch.bfloat16)
@@ -153,12 +165,16 @@ def prepare_training(name, model, targets):
     return model, opt
 
 
-def train(name, model, opt, steps):
+def train(name, model, opt, steps, fixed=None):
+    """fixed=(batch, seq): every step that shape (record mode); else the recipe's mix."""
     budget = "tok" in name
     times, losses, shapes = [], [], []
     for _ in range(steps):
-        L = random.choice([128, 256, 384, 512, 768, 1024, 1536, 2048])
-        bs = max(1, 8 * 512 // L) if budget else 4
+        if fixed:
+            bs, L = fixed
+        else:
+            L = random.choice([128, 256, 384, 512, 768, 1024, 1536, 2048])
+            bs = max(1, 8 * 512 // L) if budget else 4
         ids = torch.randint(0, 30000, (bs, L), device="cuda")
         t0 = time.perf_counter()
         out = model(input_ids=ids, labels=ids)
@@ -247,34 +263,95 @@ def median_step(times):
 # ---------------------------------------------------------------- modes
 
 
-def run_workload(args):
+def seed_all():
     random.seed(1234)
     torch.manual_seed(1234)
+
+
+def run_workload(args):
+    """train / gen: memory, driver view, steps and losses. timing: the same steps with nothing
+    else in the process (no driver polling thread, which takes the GIL every 2 ms and slows
+    launch-bound steps). --deterministic: deterministic kernels and eager attention, so that
+    any difference in losses between two runs can only come from the allocator."""
+    seed_all()
+    if args.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
     torch.cuda.init()
     torch.cuda.mem_get_info()  # the CUDA context exists from here: the driver baseline
-    drv = DriverMemory()
-    drv.take_baseline()
-    drv.start()
+    drv = None
+    if args.mode != "timing":
+        drv = DriverMemory()
+        drv.take_baseline()
+        drv.start()
     t0 = time.perf_counter()
-    model, targets, where = make_model(args.workload)
+    model, targets, where = make_model(args.workload, eager_attention=args.deterministic)
     build_s = time.perf_counter() - t0
     if "gen" in args.workload:
         times, losses, shapes = generate(model, args.steps)
     else:
         model, opt = prepare_training(args.workload, model, targets)
         times, losses, shapes = train(args.workload, model, opt, args.steps)
-    driver_delta = drv.finish()
+    driver_delta = drv.finish() if drv else None
     stats = torch.cuda.memory_stats()
     return {
         "mode": args.mode, "workload": args.workload, "env": environment(),
+        "deterministic": args.deterministic,
         "built_on": where, "build_seconds": build_s, "steps": len(times),
         "step_seconds": times, "median_step_s": median_step(times), "losses": losses,
         "shapes": shapes, "memory": memory_report(stats),
         "driver": {"source": drv.source, "baseline_bytes": drv.baseline,
-                   "peak_delta_bytes": driver_delta, "samples": drv.samples},
+                   "peak_delta_bytes": driver_delta, "samples": drv.samples} if drv else None,
         "max_memory_reserved": torch.cuda.max_memory_reserved(),
         "max_memory_allocated": torch.cuda.max_memory_allocated(),
     }
+
+
+def run_record(args):
+    """An allocation trace (data/traces/README.md format) of the bisect's probe at one batch
+    size: the model built, then --steps steps at (batch, seq), with whatever allocator this
+    process has (recorded through PyTorch's memory history, so native or expandable). Replayed
+    with `vmstitch replay --capacity-gib CAP`, it says which allocator fits that batch under the
+    cap without a GPU, and lets the policy be tuned offline."""
+    import gzip
+    seed_all()
+    torch.cuda.init()
+    torch.cuda.memory._record_memory_history(enabled="all", context=None, stacks="python")
+    model, targets, _ = make_model(args.workload)
+    model, opt = prepare_training(args.workload, model, targets)
+    torch.cuda.reset_peak_memory_stats()
+    times, _, _ = train(args.workload, model, opt, args.steps, fixed=(args.batch, args.seq))
+    st = torch.cuda.memory_stats()
+    snap = torch.cuda.memory._snapshot()
+    torch.cuda.memory._record_memory_history(enabled=None)
+    ids, streams, lines, nalloc = {}, {}, [], 0
+    for e in snap["device_traces"][0]:
+        if e["action"] == "alloc":
+            s = streams.setdefault(e["stream"], len(streams))
+            ids[e["addr"]] = nalloc
+            lines.append("a %d %d %d" % (nalloc, e["size"], s))
+            nalloc += 1
+        elif e["action"] == "free_requested":
+            i = ids.pop(e["addr"], None)
+            if i is not None:
+                lines.append("f %d" % i)
+    name = "%s-b%d-s%d" % (args.workload, args.batch, args.seq)
+    conf = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "default")
+    med = statistics.median(times)
+    with gzip.open(args.trace, "wt") as f:
+        f.write("# vmstitch-trace v1\n# workload %s\n# device %s\n# torch %s\n"
+                "# recorded_by caching allocator, %s\n# pytorch_peak_allocated %d\n"
+                "# pytorch_peak_reserved %d\n# events %d allocs %d live_at_end %d\n"
+                "# pytorch_steps %d\n# pytorch_step_median_s %.4f\n"
+                "# pytorch_run_seconds %.2f\n" % (
+                    name, torch.cuda.get_device_name(), torch.__version__, conf,
+                    st.get("allocated_bytes.all.peak", 0), st.get("reserved_bytes.all.peak", 0),
+                    len(lines), nalloc, len(ids), len(times), med, sum(times)))
+        f.write("\n".join(lines) + "\n")
+    return {"mode": "record", "workload": args.workload, "batch": args.batch, "seq": args.seq,
+            "trace": name, "events": len(lines), "env": environment(),
+            "peak_allocated": st.get("allocated_bytes.all.peak", 0),
+            "peak_reserved": st.get("reserved_bytes.all.peak", 0),
+            "peak_requested": st.get("requested_bytes.all.peak", 0), "step_seconds": times}
 
 
 def is_oom(e):
@@ -282,8 +359,7 @@ def is_oom(e):
 
 
 def run_bisect(args):
-    random.seed(1234)
-    torch.manual_seed(1234)
+    seed_all()
     torch.cuda.init()
     total = torch.cuda.get_device_properties(0).total_memory
     cap = int(args.cap_gib * GiB)
@@ -363,7 +439,7 @@ def run_micro(args):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["train", "gen", "bisect", "micro"])
+    ap.add_argument("mode", choices=["train", "gen", "timing", "bisect", "micro", "record"])
     ap.add_argument("--workload", default="opt350-lora-rc")
     ap.add_argument("--json", required=True)
     ap.add_argument("--steps", type=int, default=20)
@@ -372,10 +448,15 @@ def main():
     ap.add_argument("--start-batch", type=int, default=16)
     ap.add_argument("--max-batch", type=int, default=1024)
     ap.add_argument("--micro-iters", type=int, default=3000)
+    ap.add_argument("--deterministic", action="store_true")
+    ap.add_argument("--batch", type=int, default=8, help="record: batch size")
+    ap.add_argument("--trace", help="record: output trace (.trace.gz)")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    if args.mode in ("train", "gen"):
+    if args.mode in ("train", "gen", "timing"):
         res = run_workload(args)
+    elif args.mode == "record":
+        res = run_record(args)
     elif args.mode == "bisect":
         res = run_bisect(args)
     else:
