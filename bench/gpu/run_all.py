@@ -23,7 +23,9 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -50,8 +52,12 @@ def alloc_env(alloc, build):
     return env
 
 
-def run_one(job, args, tmp, deadline, log):
-    """Runs one worker; returns its result dict, or one with an 'error'."""
+LOG_LOCK = threading.Lock()
+
+
+def run_one(job, args, tmp, deadline, log, extra=()):
+    """Runs one worker; returns its result dict, or one with an 'error'. extra: more worker
+    arguments (they replace the defaults, argparse keeping the last)."""
     mode, workload, alloc, tag = job
     left = deadline - time.time()
     est = args.estimate.get(mode, 45)
@@ -61,7 +67,7 @@ def run_one(job, args, tmp, deadline, log):
     cmd = [sys.executable]
     if alloc == "vmstitch":
         cmd += ["-m", "vmstitch"]
-    cmd += [WORKER, mode, "--json", out]
+    cmd += [WORKER, "bisect" if mode == "probe" else mode, "--json", out]
     if workload:
         cmd += ["--workload", workload]
     if mode == "train" and tag.startswith("det"):
@@ -74,6 +80,7 @@ def run_one(job, args, tmp, deadline, log):
         cmd += ["--steps", str(args.gen_steps)]
     elif mode == "bisect":
         cmd += ["--cap-gib", str(args.cap_gib), "--seq", str(args.seq)]
+    cmd += list(extra)
     t0 = time.time()
     try:
         r = subprocess.run(cmd, env=alloc_env(alloc, args.build), capture_output=True, text=True,
@@ -83,9 +90,10 @@ def run_one(job, args, tmp, deadline, log):
         rc, so, se = -9, (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (
             e.stdout or ""), "timed out"
     dt = time.time() - t0
-    log.write("=== %s %s %s %s rc=%s %.1fs\n%s\n%s\n" % (mode, workload, alloc, tag, rc, dt,
-                                                       so[-3000:], se[-3000:]))
-    log.flush()
+    with LOG_LOCK:
+        log.write("=== %s %s %s %s %s rc=%s %.1fs\n%s\n%s\n" % (
+            mode, workload, alloc, tag, " ".join(extra), rc, dt, so[-3000:], se[-3000:]))
+        log.flush()
     if rc != 0 or not os.path.exists(out):
         return {"error": "rc=%s" % rc, "stderr_tail": se[-2500:], "stdout_tail": so[-1000:],
                 "seconds": dt}
@@ -170,6 +178,9 @@ def summarize(results, args):
         r = results.get(("micro", None, a, "1"))
         if r and "round_trip_us" in r:
             s["micro"][a] = {k: v["us_median"] for k, v in r["round_trip_us"].items()}
+    if not s["workloads"]:  # no memory runs: nothing to say of these
+        for k in ok_all:
+            ok_all[k] = None
     s["timing"] = timing_summary(results, args)
     if s["timing"]:
         # Interleaved rounds measure step time better than the single runs above: they are
@@ -186,17 +197,133 @@ def summarize(results, args):
         and b["vmstitch"]["largest_batch"] > b["native"]["largest_batch"]
         and b["vmstitch"]["largest_batch"] > b["expandable"]["largest_batch"]
         for b in s["bisect"].values())
+    if not s["bisect"]:
+        ok_all["largest_batch"] = None
     s["targets"] = ok_all
     return s
 
 
-def paired_ratio(run, base):
+def parse_grid(spec):
+    """'WORKLOAD:B1-B2@CAP,CAP;...' -> [(workload, b1, b2, [caps])]"""
+    out = []
+    for part in filter(None, spec.split(";")):
+        wl, rest = part.split(":")
+        rng, caps = rest.split("@")
+        b1, b2 = (int(x) for x in rng.split("-"))
+        out.append((wl, b1, b2, [float(c) for c in caps.split(",")]))
+    return out
+
+
+def fresh_search(wl, b1, b2, cap, alloc, args, tmp, deadline, log, results):
+    """The largest batch in [b1, b2] that trains 2 steps under the cap, by bisection, each
+    probe a fresh process (model built, 2 steps at that batch): what a user launching a job at
+    that batch size gets, with no allocator state left from earlier failed probes. Returns
+    the largest batch (b1 - 1: none passed) and whether it is a lower bound (all passed)."""
+    lo, hi = b1 - 1, b2 + 1  # lo: known to pass (or below range); hi: known to fail
+
+    def probe(b):
+        job = ("probe", wl, alloc, "c%g-b%d" % (cap, b))
+        r = run_one(job, args, tmp, deadline, log,
+                    extra=("--cap-gib", str(cap), "--seq", str(args.seq),
+                           "--start-batch", str(b), "--max-batch", str(b)))
+        results[job] = r
+        if "largest_batch" not in r:
+            return None
+        return r["largest_batch"] == b
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        ok = probe(mid)
+        if ok is None:
+            return {"error": "probe at batch %d did not run" % mid, "lo": lo, "hi": hi}
+        if ok:
+            lo = mid
+        else:
+            hi = mid
+    return {"largest_batch": lo, "at_least": hi > b2, "below_range": lo < b1}
+
+
+def run_pool(args, tmp, deadline, log, results):
+    """Runs concurrently, --parallel at a time, everything whose result is memory or losses
+    only (never step times): the fresh-process batch searches, the in-process bisections and
+    the deterministic-loss runs. Each process caps itself (set_per_process_memory_fraction is
+    a fraction of the whole device), so concurrent processes do not change each other's
+    outcome as long as their caps fit on the device together."""
+    tasks = []
+    grid = {}
+    for wl, b1, b2, caps in parse_grid(args.batch_grid):
+        for cap in caps:
+            for a in ALLOCS:
+                tasks.append(("fresh", (wl, b1, b2, cap, a)))
+    if not args.no_bisect:
+        for bw in filter(None, args.bisect_workload.split(",")):
+            tasks += [("job", ("bisect", bw, a, "1")) for a in ALLOCS]
+    for w in filter(None, args.det_workloads.split(",")):
+        tasks += [("job", ("train", w, a, "det1")) for a in ALLOCS]
+        tasks.append(("job", ("train", w, "native", "det2")))
+
+    def work(t):
+        kind, spec = t
+        if kind == "fresh":
+            r = fresh_search(*spec, args, tmp, deadline, log, results)
+            grid[spec[:4] + (spec[4],)] = r
+            msg = "largest %s" % r.get("largest_batch", r.get("error"))
+            print("fresh   %-18s %-10s cap %-6g batches %d-%d: %s" % (
+                spec[0], spec[4], spec[3], spec[1], spec[2], msg), flush=True)
+            return
+        res = run_one(spec, args, tmp, deadline, log)
+        results[spec] = res
+        status = ("skipped: " + res["skipped"]) if "skipped" in res else (
+            ("ERROR " + res["error"]) if "error" in res else "ok")
+        print("%-7s %-18s %-10s %s  %6.1fs  %s" % (spec[0], spec[1] or "-", spec[2], spec[3],
+                                                   res.get("seconds", 0), status), flush=True)
+    with ThreadPoolExecutor(max_workers=args.parallel) as ex:
+        list(ex.map(work, tasks))
+    return grid
+
+
+def grid_summary(grid):
+    """{workload: {cap: {alloc: result}}} and, per workload, the caps where vmstitch is above
+    both, equal to the best, or below."""
+    out = {}
+    for (wl, b1, b2, cap, a), r in grid.items():
+        out.setdefault(wl, {"range": [b1, b2], "caps": {}})["caps"].setdefault(
+            "%g" % cap, {})[a] = r
+    for wl, d in out.items():
+        above = equal = below = 0
+        for cap, rows in d["caps"].items():
+            if not all(a in rows and "largest_batch" in rows[a] for a in ALLOCS):
+                continue
+            v = rows["vmstitch"]["largest_batch"]
+            best = max(rows["native"]["largest_batch"], rows["expandable"]["largest_batch"])
+            above += v > best
+            equal += v == best
+            below += v < best
+        d.update({"caps_vmstitch_above_both": above, "caps_equal_best": equal,
+                  "caps_below": below})
+    return out
+
+
+def paired_ratio(run, base, min_seq=0):
     """Median over steps of run/base step time (same seed: step i has the same shape in both),
-    over the second half of the steps (the steady state, as median_step in worker.py)."""
+    over the second half of the steps (the steady state, as median_step in worker.py); with
+    min_seq, only steps of at least that sequence length (GPU-bound, so far less noisy)."""
     a, b = run["step_seconds"], base["step_seconds"]
     half = len(b) // 2
-    r = sorted(x / y for x, y in zip(a[half:], b[half:]) if y > 0)
+    shapes = base.get("shapes") or [[0, 0]] * len(b)
+    r = sorted(x / y for x, y, sh in zip(a[half:], b[half:], shapes[half:])
+               if y > 0 and sh[-1] >= min_seq)
     return r[len(r) // 2] if r else None
+
+
+def allocator_share(run):
+    """vmstitch's own time inside alloc/free over the steady-state steps, as a share of their
+    wall time (measured in the shim), or None."""
+    ns = run.get("allocator_ns_per_step")
+    if not ns:
+        return None
+    half = len(ns) // 2
+    t = sum(run["step_seconds"][half:])
+    return (sum(ns[half:]) * 1e-9 / t) if t > 0 else None
 
 
 def median(xs):
@@ -224,7 +351,16 @@ def timing_summary(results, args):
         per = {a: [paired_ratio(rd[a], rd["native"]) for rd in rounds] for a in ALLOCS}
         noise = [paired_ratio(rounds[i + 1]["native"], rounds[i]["native"])
                  for i in range(len(rounds) - 1)]
+        long_ = {a: [paired_ratio(rd[a], rd["native"], args.long_seq) for rd in rounds]
+                 for a in ALLOCS}
         out[wl] = {"rounds": len(rounds),
+                   "vmstitch_ratio_long": median(long_["vmstitch"]),
+                   "expandable_ratio_long": median(long_["expandable"]),
+                   "native_vs_native_long": [
+                       paired_ratio(rounds[i + 1]["native"], rounds[i]["native"], args.long_seq)
+                       for i in range(len(rounds) - 1)],
+                   "vmstitch_allocator_share": median(
+                       [allocator_share(rd["vmstitch"]) for rd in rounds]),
                    "vmstitch_ratio": median(per["vmstitch"]),
                    "expandable_ratio": median(per["expandable"]),
                    "vmstitch_ratios": per["vmstitch"], "expandable_ratios": per["expandable"],
@@ -292,20 +428,47 @@ def tables(summary, meta):
             L.append("| %s | %d | %d | %.1f |" % (a, r["largest_batch"], r["probes"],
                                                  r["seconds"] or 0))
         L.append("")
+    for wl, d in summary.get("batch_grid", {}).items():
+        L.append("Largest batch, fresh process per probe (%s, seq %d, batches %d-%d searched by "
+                 "bisection; each probe builds the model and trains 2 steps under the cap):\n" % (
+                     wl, meta.get("seq"), d["range"][0], d["range"][1]))
+        L.append("| cap GiB | " + " | ".join(ALLOCS) + " |")
+        L.append("|---|" + "---|" * len(ALLOCS))
+
+        def cell(r):
+            if not r or "largest_batch" not in r:
+                return "error" if r else "-"
+            b = r["largest_batch"]
+            return (">=%d" % b) if r.get("at_least") else ("<%d" % d["range"][0]) if r.get(
+                "below_range") else "%d" % b
+        for cap in sorted(d["caps"], key=float):
+            L.append("| %s | " % cap + " | ".join(cell(d["caps"][cap].get(a)) for a in ALLOCS)
+                     + " |")
+        L.append("\nvmstitch above both at %d cap(s), equal to the best at %d, below at %d.\n" % (
+            d["caps_vmstitch_above_both"], d["caps_equal_best"], d["caps_below"]))
     if summary.get("timing"):
         L.append("Step time, interleaved rounds (each round: the three allocators back to back, "
                  "order rotated; nothing else in the process). Ratio = median over steps of "
                  "step / same step with native in that round; figure = median over rounds:\n")
         L.append("| workload | rounds | native median step s | vmstitch x | expandable x | "
-                 "vmstitch per round | native vs next native |")
-        L.append("|---|---|---|---|---|---|---|")
+                 "vmstitch per round | native vs next native | long steps: vmstitch x | "
+                 "expandable x | native vs native | vmstitch time in alloc/free |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        f3 = (lambda x: "-" if x is None else "%.3f" % x)
         for wl, t in summary["timing"].items():
-            L.append("| %s | %d | %.4f | %.3f | %.3f | %s | %s |" % (
-                wl, t["rounds"], t["native_median_step_s"] or 0, t["vmstitch_ratio"] or 0,
-                t["expandable_ratio"] or 0,
-                " ".join("%.3f" % x for x in t["vmstitch_ratios"] if x is not None),
-                " ".join("%.3f" % x for x in t["native_vs_native"] if x is not None)))
-        L.append("")
+            L.append("| %s | %d | %.4f | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                wl, t["rounds"], t["native_median_step_s"] or 0, f3(t["vmstitch_ratio"]),
+                f3(t["expandable_ratio"]),
+                " ".join(f3(x) for x in t["vmstitch_ratios"]),
+                " ".join(f3(x) for x in t["native_vs_native"]),
+                f3(t["vmstitch_ratio_long"]), f3(t["expandable_ratio_long"]),
+                " ".join(f3(x) for x in t["native_vs_native_long"]),
+                "-" if t["vmstitch_allocator_share"] is None else
+                "%.2f%%" % (100 * t["vmstitch_allocator_share"])))
+        L.append("\nLong steps: sequence >= %d (GPU-bound). Time in alloc/free: vmstitch's own "
+                 "wall time inside the PyTorch entry points over the steady-state steps, measured "
+                 "in the shim; what vmstitch can add to a step is at most this.\n"
+                 % meta.get("long_seq", 0))
     if summary.get("deterministic"):
         L.append("Losses with deterministic kernels (torch.use_deterministic_algorithms, eager "
                  "attention), max abs difference from the first native run:\n")
@@ -326,7 +489,7 @@ def tables(summary, meta):
                 "%.2f" % summary["micro"][a].get(size, float("nan")) for a in summary["micro"])
                 + " |")
         L.append("")
-    L.append("Targets: " + ", ".join("%s %s" % (k, "PASS" if v else "FAIL")
+    L.append("Targets: " + ", ".join("%s %s" % (k, "n/a" if v is None else "PASS" if v else "FAIL")
                                      for k, v in summary["targets"].items()))
     return "\n".join(L) + "\n"
 
@@ -347,41 +510,47 @@ def main():
     ap.add_argument("--no-micro", action="store_true")
     ap.add_argument("--no-main", action="store_true", help="skip the memory runs per workload")
     ap.add_argument("--timing-rounds", type=int, default=3)
-    ap.add_argument("--timing-steps", type=int, default=48)
+    ap.add_argument("--timing-steps", type=int, default=32)
+    ap.add_argument("--long-seq", type=int, default=1024)
     ap.add_argument("--timing-workloads", default="opt350-lora-rc,gpt2m-full")
     ap.add_argument("--det-workloads", default="opt350-lora-rc,gpt2m-full")
     ap.add_argument("--det-steps", type=int, default=8)
+    ap.add_argument("--batch-grid", default="opt350-lora-rc:40-45@15.75,16,16.25,16.5,16.75;"
+                    "gpt2m-full:11-14@16",
+                    help="fresh-process batch searches: WORKLOAD:B1-B2@CAP,...;...")
+    ap.add_argument("--parallel", type=int, default=6, help="processes at once in the pool")
     args = ap.parse_args()
     args.build = os.path.abspath(args.build)
-    args.estimate = {"train": 25, "gen": 40, "bisect": 40, "micro": 12, "timing": 15}
+    args.estimate = {"train": 25, "gen": 40, "bisect": 40, "micro": 12, "timing": 15,
+                     "probe": 15}
     os.makedirs(args.out, exist_ok=True)
     deadline = time.time() + args.budget_s
     only = set(filter(None, args.only.split(",")))
     wls = [(w, m) for w, m in WORKLOADS if not only or w in only]
 
-    # Most important first: each workload with the three allocators; then the batch search,
-    # the second native runs that give the loss spread, and last the micro-benchmark.
+    # Most important first: the memory-only runs, concurrently (the batch searches, the
+    # in-process bisections, the deterministic-loss runs); then, one process at a time, the
+    # interleaved step-time rounds, each workload's memory run with the three allocators (the
+    # driver's view is device-wide, so these run alone), the micro-benchmark, and the second
+    # native runs that give the loss spread.
     jobs = []
-    if not args.no_main:
-        for w, m in wls:
-            jobs += [(m, w, a, "1") for a in ("native", "vmstitch", "expandable")]
     for r in range(1, args.timing_rounds + 1):
         order = ALLOCS[r % 3:] + ALLOCS[:r % 3]  # rotated, so no allocator always runs first
         for w in filter(None, args.timing_workloads.split(",")):
             jobs += [("timing", w, a, "r%d" % r) for a in order]
-    for w in filter(None, args.det_workloads.split(",")):
-        jobs += [("train", w, a, "det1") for a in ALLOCS] + [("train", w, "native", "det2")]
+    if not args.no_main:
+        for w, m in wls:
+            jobs += [(m, w, a, "1") for a in ("native", "vmstitch", "expandable")]
     if not args.no_micro:
         jobs += [("micro", None, a, "1") for a in ALLOCS]
-    if not args.no_bisect:
-        for bw in args.bisect_workload.split(","):
-            jobs += [("bisect", bw, a, "1") for a in ("native", "vmstitch", "expandable")]
     if not args.no_main:
         jobs += [(m, w, "native", "2") for w, m in wls if m == "train"]
 
     results, order = {}, []
     with tempfile.TemporaryDirectory() as tmp, \
-            open(os.path.join(tmp, "runs.log"), "w") as log:
+            open(os.path.join(args.out, "runs.log"), "w") as log:
+        grid = run_pool(args, tmp, deadline, log, results)
+        order += [j for j in results]
         for job in jobs:
             res = run_one(job, args, tmp, deadline, log)
             results[job] = res
@@ -395,7 +564,9 @@ def main():
             if "seconds" in res and "error" not in res:  # learn how long runs take here
                 args.estimate[job[0]] = max(args.estimate[job[0]] * 0.5, res["seconds"] * 1.15)
     meta = {"budget_s": args.budget_s, "steps": args.steps, "gen_steps": args.gen_steps,
-            "cap_gib": args.cap_gib, "seq": args.seq, "bisect_workload": args.bisect_workload}
+            "cap_gib": args.cap_gib, "seq": args.seq, "bisect_workload": args.bisect_workload,
+            "batch_grid": args.batch_grid, "parallel": args.parallel,
+            "long_seq": args.long_seq}
     for res in results.values():
         env = res.get("env")
         if env:
@@ -407,6 +578,12 @@ def main():
         if res.get("driver"):
             meta.setdefault("driver_source", res["driver"].get("source"))
     summary = summarize(results, args)
+    summary["batch_grid"] = grid_summary(grid)
+    if summary["batch_grid"]:
+        # Above both at some cap tested and below the best at none, on some workload.
+        summary["targets"]["largest_batch_fresh"] = any(
+            d["caps_vmstitch_above_both"] > 0 and d["caps_below"] == 0
+            for d in summary["batch_grid"].values())
     doc = {"meta": meta, "summary": summary,
            "runs": [{"mode": j[0], "workload": j[1], "allocator": j[2], "tag": j[3],
                      "result": results[j]} for j in order]}

@@ -169,6 +169,9 @@ def train(name, model, opt, steps, fixed=None):
     """fixed=(batch, seq): every step that shape (record mode); else the recipe's mix."""
     budget = "tok" in name
     times, losses, shapes = [], [], []
+    vm = sys.modules.get("vmstitch")
+    vm = vm if vm is not None and vm.is_enabled() else None
+    alloc_ns, last_ns = [], vm.stats()["vmstitch.call_ns"] if vm else 0
     for _ in range(steps):
         if fixed:
             bs, L = fixed
@@ -186,6 +189,11 @@ def train(name, model, opt, steps, fixed=None):
         losses.append(out.loss.item())
         shapes.append([bs, L])
         del out, ids
+        if vm:  # outside the timed part; the frees just above count for this step
+            ns = vm.stats()["vmstitch.call_ns"]
+            alloc_ns.append(ns - last_ns)
+            last_ns = ns
+    train.alloc_ns = alloc_ns
     return times, losses, shapes
 
 
@@ -274,6 +282,7 @@ def run_workload(args):
     launch-bound steps). --deterministic: deterministic kernels and eager attention, so that
     any difference in losses between two runs can only come from the allocator."""
     seed_all()
+    alloc_ns = None
     if args.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.cuda.init()
@@ -291,6 +300,7 @@ def run_workload(args):
     else:
         model, opt = prepare_training(args.workload, model, targets)
         times, losses, shapes = train(args.workload, model, opt, args.steps)
+        alloc_ns = train.alloc_ns
     driver_delta = drv.finish() if drv else None
     stats = torch.cuda.memory_stats()
     return {
@@ -298,7 +308,7 @@ def run_workload(args):
         "deterministic": args.deterministic,
         "built_on": where, "build_seconds": build_s, "steps": len(times),
         "step_seconds": times, "median_step_s": median_step(times), "losses": losses,
-        "shapes": shapes, "memory": memory_report(stats),
+        "shapes": shapes, "memory": memory_report(stats), "allocator_ns_per_step": alloc_ns,
         "driver": {"source": drv.source, "baseline_bytes": drv.baseline,
                    "peak_delta_bytes": driver_delta, "samples": drv.samples} if drv else None,
         "max_memory_reserved": torch.cuda.max_memory_reserved(),

@@ -185,6 +185,9 @@ def stats(device=None):
             for name, _ in c._fields_:
                 out["vmstitch.backend." + name] = getattr(c, name)
     out["vmstitch.free_errors"] = int(lib.vms_torch_free_errors())
+    calls = ctypes.c_uint64(0)
+    out["vmstitch.call_ns"] = int(lib.vms_torch_call_ns(ctypes.byref(calls)))  # all devices
+    out["vmstitch.calls"] = int(calls.value)
     frac = lib.vms_torch_memory_fraction_get(dev)
     if frac >= 0:
         out["vmstitch.memory_fraction"] = frac

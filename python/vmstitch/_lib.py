@@ -73,6 +73,7 @@ def _declare(lib):
         "vms_torch_device_count": (c.c_int, []),
         "vms_torch_memory_fraction_get": (c.c_double, [c.c_int]),
         "vms_torch_free_errors": (c.c_uint64, []),
+        "vms_torch_call_ns": (c.c_uint64, [c.POINTER(c.c_uint64)]),
         "vms_torch_first_free_error": (c.c_char_p, []),
         "vms_torch_describe": (c.c_size_t, [c.c_int, c.c_char_p, c.c_size_t]),
     }
