@@ -130,5 +130,33 @@ if [ "$rc" -eq 1 ]; then
     check "info explains the failure" [ -s "$tmp/info.err" ]
 fi
 
+# --- vmstitch-cuda: the core on the cuda backend, here over the emulated driver ---------------
+# (tests/gpu/fake_libcuda.c: handles are sparse memfd files, so a 19 GiB trace costs no RAM).
+# It must make the same decisions as the sim policy: the same peak and the same driver calls.
+fake="$tmp/fake"
+mkdir -p "$fake"
+if ${CC:-cc} -shared -fPIC -O1 -o "$fake/libcuda.so.1" tests/gpu/fake_libcuda.c -lpthread \
+    2>"$tmp/fake.err"; then
+    LD_LIBRARY_PATH="$fake${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" VMS_FAKE_CUDA=1 \
+        FAKE_CUDA_TOTAL_MB=81920 "$V" replay --json --policy vmstitch --policy vmstitch-cuda \
+        "$T" >"$tmp/cuda.json" 2>"$tmp/cuda.err"
+    check "replay --policy vmstitch-cuda on the emulated driver exits 0" [ $? -eq 0 ]
+    field() { sed -n "/\"policy\":\"$1\"/s/.*\"$2\":\([0-9]*\).*/\1/p" "$tmp/cuda.json"; }
+    a=$(field vmstitch peak_reserved_bytes)
+    b=$(field vmstitch-cuda peak_reserved_bytes)
+    check "vmstitch-cuda: the same peak reserved as on the sim backend ($a, $b)" \
+        [ -n "$a" -a "$a" = "$b" ]
+    a=$(field vmstitch map)
+    b=$(field vmstitch-cuda map)
+    check "vmstitch-cuda: the same number of maps as on the sim backend ($a, $b)" \
+        [ -n "$a" -a "$a" = "$b" ]
+else
+    bad "cannot build the emulated driver: $(head -c 300 "$tmp/fake.err")"
+fi
+"$V" replay --policy vmstitch-cuda "$T" >/dev/null 2>"$tmp/nocuda.err"
+rc=$?
+check "vmstitch-cuda without a driver: exit 1 with a message, or 0 on a GPU (got $rc)" \
+    sh -c "[ $rc -eq 0 ] || { [ $rc -eq 1 ] && [ -s '$tmp/nocuda.err' ]; }"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -42,6 +42,8 @@ static void help(void) {
           stdout);
     for (size_t i = 0; policy_all[i]; i++)
         printf("  %-11s %s\n", policy_all[i]->name, policy_all[i]->summary);
+    printf("  %s\n              %s\n", policy_vmstitch_cuda_ops.name,
+           policy_vmstitch_cuda_ops.summary);
     fputs("\n"
           "pytorch and expandable follow c10/cuda/CUDACachingAllocator.cpp (PyTorch 2.x defaults:\n"
           "512 B rounding, 2 MiB small segments, 20 MiB / 2 MiB-rounded large segments, best fit\n"

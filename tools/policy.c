@@ -10,6 +10,8 @@ const policy_ops *const policy_all[] = {
 const policy_ops *policy_find(const char *name) {
     for (size_t i = 0; policy_all[i]; i++)
         if (strcmp(policy_all[i]->name, name) == 0) return policy_all[i];
+    /* Not in "all": it needs a GPU. */
+    if (strcmp(policy_vmstitch_cuda_ops.name, name) == 0) return &policy_vmstitch_cuda_ops;
     return NULL;
 }
 

@@ -51,6 +51,7 @@ typedef struct policy_ops {
 
 extern const policy_ops policy_pytorch_ops;
 extern const policy_ops policy_expandable_ops;
+extern const policy_ops policy_vmstitch_cuda_ops;
 extern const policy_ops policy_vmstitch_ops;
 extern const policy_ops policy_gmlake_ops;
 

@@ -20,6 +20,7 @@
  * come from vms_stats (reserved_bytes_peak, reset per window); calls and modeled seconds from
  * vms_backend_counters_get. Single-threaded use of a thread-safe API.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -32,6 +33,7 @@ struct policy {
     vms_backend *backend;
     vms_allocator *alloc;
     uint64_t errors;
+    bool on_cuda;
 };
 
 static void core_close(policy *p) {
@@ -41,7 +43,8 @@ static void core_close(policy *p) {
     free(p);
 }
 
-static policy *core_open(const policy_options *opt, const vms_config *cfg, char *err, size_t cap) {
+static policy *core_open(const policy_options *opt, const vms_config *cfg, bool on_cuda,
+                         char *err, size_t cap) {
     policy *p = calloc(1, sizeof *p);
     if (!p) {
         snprintf(err, cap, "out of host memory");
@@ -49,13 +52,18 @@ static policy *core_open(const policy_options *opt, const vms_config *cfg, char 
     }
     uint64_t capacity =
         opt && opt->capacity_bytes ? opt->capacity_bytes : POLICY_DEFAULT_CAPACITY_BYTES;
-    vms_status st = vms_backend_sim_create(0, (size_t)capacity, &p->backend);
+    vms_status st = on_cuda ? vms_backend_cuda_create(0, &p->backend)
+                            : vms_backend_sim_create(0, (size_t)capacity, &p->backend);
     if (st != VMS_OK) {
-        snprintf(err, cap, "sim backend: %s: %s", vms_status_str(st), vms_last_error());
+        snprintf(err, cap, "%s backend: %s: %s", on_cuda ? "cuda" : "sim", vms_status_str(st),
+                 vms_last_error());
         core_close(p);
         return NULL;
     }
-    st = vms_allocator_create(cfg, p->backend, 0, &p->alloc);
+    p->on_cuda = on_cuda;
+    vms_config c = *cfg;
+    if (on_cuda && opt && opt->capacity_bytes) c.memory_limit_bytes = opt->capacity_bytes;
+    st = vms_allocator_create(&c, p->backend, 0, &p->alloc);
     if (st != VMS_OK) {
         snprintf(err, cap, "allocator: %s: %s", vms_status_str(st), vms_last_error());
         core_close(p);
@@ -67,7 +75,16 @@ static policy *core_open(const policy_options *opt, const vms_config *cfg, char 
 static policy *vmstitch_open(const policy_options *opt, char *err, size_t cap) {
     vms_config cfg;
     vms_config_init(&cfg);
-    return core_open(opt, &cfg, err, cap);
+    return core_open(opt, &cfg, false, err, cap);
+}
+
+/* The same core on the real driver (device 0; every trace stream is the NULL stream, as in the
+ * bundled traces): replay_seconds then include the driver's real VMM calls and the cuda
+ * backend's per-call work (the capture check), against the sim backend's modeled ones. */
+static policy *vmstitch_cuda_open(const policy_options *opt, char *err, size_t cap) {
+    vms_config cfg;
+    vms_config_init(&cfg);
+    return core_open(opt, &cfg, true, err, cap);
 }
 
 static policy *gmlake_open(const policy_options *opt, char *err, size_t cap) {
@@ -80,11 +97,12 @@ static policy *gmlake_open(const policy_options *opt, char *err, size_t cap) {
     cfg.stitch_min_bytes = 512 * MIB;
     cfg.reuse_limit = 10;
     cfg.stitch_when = VMS_STITCH_BEFORE_GROW;
-    return core_open(opt, &cfg, err, cap);
+    return core_open(opt, &cfg, false, err, cap);
 }
 
 static uint64_t core_alloc(policy *p, uint64_t size_bytes, uint32_t stream) {
     void *ptr = NULL;
+    if (p->on_cuda) stream = 0; /* only the NULL stream is a valid handle there */
     vms_status st = vms_malloc(p->alloc, (size_t)size_bytes, (vms_stream)(uintptr_t)stream, &ptr);
     if (st == VMS_OK && ptr) return (uint64_t)(uintptr_t)ptr;
     if (st != VMS_ENOMEM) p->errors++;
@@ -136,6 +154,17 @@ const policy_ops policy_gmlake_ops = {
     .name = "gmlake",
     .summary = "the core configured as GMLake's defaults (2 MiB chunks, stitch >= 512 MiB)",
     .open = gmlake_open,
+    .alloc = core_alloc,
+    .free = core_free,
+    .reserved_window_peak = core_window_peak,
+    .counters = core_counters,
+    .close = core_close,
+};
+
+const policy_ops policy_vmstitch_cuda_ops = {
+    .name = "vmstitch-cuda",
+    .summary = "the vmstitch core on the real GPU (cuda backend, device 0; only when named)",
+    .open = vmstitch_cuda_open,
     .alloc = core_alloc,
     .free = core_free,
     .reserved_window_peak = core_window_peak,

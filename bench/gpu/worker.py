@@ -23,6 +23,8 @@ Modes:
   timing       train's steps alone in the process (no driver polling), for step times.
   record       an allocation trace of --steps steps at (--batch, --seq) after the model is
                built, for offline replay under a cap (--trace OUT.trace.gz).
+  trace        a recorded trace (--trace) replayed --passes times through
+               torch.cuda.caching_allocator_alloc/_delete: allocator overhead, ns per event.
   --deterministic (train/timing): deterministic kernels and eager attention, so two runs'
                losses may differ only through the allocator.
 
@@ -427,6 +429,62 @@ def run_bisect(args):
             "num_ooms": stats.get("num_ooms")}
 
 
+def run_trace(args):
+    """A recorded trace replayed through PyTorch's allocator entry points
+    (torch.cuda.caching_allocator_alloc / _delete, which reach the native allocator or the
+    pluggable one alike), --passes times; ns per event of each pass. The same Python loop with
+    stand-in functions gives the loop's own cost, so the difference between allocators is the
+    allocators' (plus, for vmstitch, PyTorch's pluggable-allocator wrapper)."""
+    import gzip
+    torch.cuda.init()
+    torch.empty(1, device="cuda")
+    ev = []
+    with gzip.open(args.trace, "rt") as f:
+        for line in f:
+            if line.startswith("a "):
+                _, i, size, _ = line.split()
+                ev.append((int(i), int(size)))
+            elif line.startswith("f "):
+                ev.append((int(line.split()[1]), -1))
+    dev = torch.cuda.current_device()
+    stream = torch.cuda.current_stream().cuda_stream
+
+    def one_pass(alloc, delete):
+        live = {}
+        t0 = time.perf_counter()
+        for i, size in ev:
+            if size >= 0:
+                live[i] = alloc(size, dev, stream)
+            else:
+                ptr = live.pop(i, 0)
+                if ptr:
+                    delete(ptr)
+        dt = time.perf_counter() - t0
+        for ptr in live.values():
+            if ptr:
+                delete(ptr)
+        return dt / len(ev) * 1e9
+    vm = sys.modules.get("vmstitch")
+    vm = vm if vm is not None and vm.is_enabled() else None
+    ns0 = vm.stats()["vmstitch.call_ns"] if vm else 0
+    calls0 = vm.stats()["vmstitch.calls"] if vm else 0
+    passes = [one_pass(torch.cuda.caching_allocator_alloc, torch.cuda.caching_allocator_delete)
+              for _ in range(args.passes)]
+    inside = None
+    if vm:
+        st = vm.stats()
+        inside = (st["vmstitch.call_ns"] - ns0) / max(1, st["vmstitch.calls"] - calls0)
+    counter = iter(range(1, 1 << 62))
+    loop = [one_pass(lambda s, d, st: next(counter), lambda p: None) for _ in range(3)]
+    torch.cuda.synchronize()
+    return {"mode": "trace", "trace": os.path.basename(args.trace), "events": len(ev),
+            "env": environment(), "ns_per_event_passes": passes,
+            "ns_per_event_steady": statistics.median(passes[1:]) if len(passes) > 1 else passes[0],
+            "loop_ns_per_event": statistics.median(loop),
+            "vmstitch_ns_per_call_inside": inside,
+            "reserved_peak": torch.cuda.max_memory_reserved()}
+
+
 def run_micro(args):
     torch.cuda.init()
     torch.empty(1, device="cuda")
@@ -449,7 +507,8 @@ def run_micro(args):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["train", "gen", "timing", "bisect", "micro", "record"])
+    ap.add_argument("mode", choices=["train", "gen", "timing", "bisect", "micro", "record",
+                                     "trace"])
     ap.add_argument("--workload", default="opt350-lora-rc")
     ap.add_argument("--json", required=True)
     ap.add_argument("--steps", type=int, default=20)
@@ -460,13 +519,16 @@ def main():
     ap.add_argument("--micro-iters", type=int, default=3000)
     ap.add_argument("--deterministic", action="store_true")
     ap.add_argument("--batch", type=int, default=8, help="record: batch size")
-    ap.add_argument("--trace", help="record: output trace (.trace.gz)")
+    ap.add_argument("--trace", help="record: output trace; trace: the trace to replay")
+    ap.add_argument("--passes", type=int, default=4, help="trace: passes over the trace")
     args = ap.parse_args()
     t0 = time.perf_counter()
     if args.mode in ("train", "gen", "timing"):
         res = run_workload(args)
     elif args.mode == "record":
         res = run_record(args)
+    elif args.mode == "trace":
+        res = run_trace(args)
     elif args.mode == "bisect":
         res = run_bisect(args)
     else:
