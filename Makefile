@@ -66,6 +66,7 @@ demo: $(BUILD)/vmstitch
 
 bench: $(BUILD)/vmstitch
 	sh bench/replay_bench.sh $(BUILD)/vmstitch
+	python3 bench/batch_replay.py --cli $(BUILD)/vmstitch
 
 gpu-test: all
 	sh tests/gpu/run.sh $(BUILD)

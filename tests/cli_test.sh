@@ -130,6 +130,20 @@ if [ "$rc" -eq 1 ]; then
     check "info explains the failure" [ -s "$tmp/info.err" ]
 fi
 
+# --- capacity: the largest-batch traces (data/traces/batch) -----------------------------------
+# opt350-lora-rc at batch 43 lives 16.20 GiB at its peak. Under a 16.25 GiB cap vmstitch serves
+# every request; expandable segments and the native allocator run out of memory
+# (bench/batch_replay.py; the H200 measured the same).
+B=data/traces/batch/opt350-lora-rc-b43-s512.trace.gz
+"$V" replay --json --capacity-gib 16.25 --policy vmstitch --policy expandable --policy pytorch \
+    "$B" >"$tmp/cap.json" 2>"$tmp/cap.err"
+check "replay --capacity-gib exits 0" [ $? -eq 0 ]
+ooms() { sed -n "/\"policy\":\"$1\"/s/.*\"ooms\":\([0-9]*\).*/\1/p" "$tmp/cap.json"; }
+check "batch 43 under 16.25 GiB: vmstitch serves every request (ooms $(ooms vmstitch))" \
+    [ "$(ooms vmstitch)" = 0 ]
+check "batch 43 under 16.25 GiB: expandable and pytorch run out ($(ooms expandable), $(ooms pytorch))" \
+    [ "$(ooms expandable)" -gt 0 -a "$(ooms pytorch)" -gt 0 ]
+
 # --- vmstitch-cuda: the core on the cuda backend, here over the emulated driver ---------------
 # (tests/gpu/fake_libcuda.c: handles are sparse memfd files, so a 19 GiB trace costs no RAM).
 # It must make the same decisions as the sim policy: the same peak and the same driver calls.
