@@ -4,7 +4,8 @@ training steps: recorded traces replayed through PyTorch's allocator entry point
 and vmstitch, each in its own process (worker.py trace); and, below PyTorch, the C core
 replayed by the CLI on the sim backend and on the real driver (`vmstitch replay --policy
 vmstitch --policy vmstitch-cuda`), which separates the core's own time from the cuda
-backend's and the driver's. Writes OUT/alloc_overhead.json and OUT/alloc_overhead.md.
+backend's and the driver's; and hot_path_bench.c, which times one cached malloc + free on each
+backend and the capture check's two driver calls alone. Writes OUT/alloc_overhead.json and OUT/alloc_overhead.md.
 
     python3 bench/gpu/alloc_overhead.py --out DIR [--build build] [TRACE ...]
 """
@@ -60,6 +61,20 @@ def main():
                     doc["cli"].append(json.loads(line))
                 except ValueError:
                     pass
+        # The hot path's parts in C: the core alone, the cuda backend, the capture check's calls.
+        exe = os.path.join(tmp, "hot_path_bench")
+        c = subprocess.run(["cc", "-O2", "-std=c11", "-D_GNU_SOURCE", "-I" + os.path.join(
+            ROOT, "include"), os.path.join(HERE, "hot_path_bench.c"),
+            os.path.join(a.build, "libvmstitch.a"), "-ldl", "-lpthread", "-lm", "-o", exe],
+            capture_output=True, text=True)
+        if c.returncode == 0:
+            h = subprocess.run([exe], capture_output=True, text=True, timeout=120)
+            try:
+                doc["hot_path"] = json.loads(h.stdout)
+            except ValueError:
+                doc["hot_path"] = {"error": (h.stdout + h.stderr)[-500:]}
+        else:
+            doc["hot_path"] = {"error": c.stderr[-500:]}
     with open(os.path.join(a.out, "alloc_overhead.json"), "w") as f:
         json.dump(doc, f, indent=1)
     L = ["# Allocator cost per event (%s)\n" % next(
@@ -88,6 +103,8 @@ def main():
             r.get("workload"), r.get("policy"), r.get("ns_per_event") or 0, calls,
             r.get("modeled_vmm_seconds") or 0, r.get("replay_seconds") or 0,
             (r.get("peak_reserved_bytes") or 0) / float(1 << 30)))
+    L += ["", "Hot path in C (bench/gpu/hot_path_bench.c), ns: " +
+          json.dumps(doc.get("hot_path"))]
     if doc["cli_stderr"]:
         L += ["", "CLI stderr: " + doc["cli_stderr"][-500:]]
     text = "\n".join(L) + "\n"

@@ -76,6 +76,8 @@ def run_one(job, args, tmp, deadline, log, extra=()):
         cmd += ["--steps", str(args.steps)]
     elif mode == "timing":
         cmd += ["--steps", str(args.timing_steps)]
+        if args.timing_shape != "mix":
+            cmd += ["--fixed-shape", args.timing_shape]
     elif mode == "gen":
         cmd += ["--steps", str(args.gen_steps)]
     elif mode == "bisect":
@@ -303,11 +305,13 @@ def grid_summary(grid):
     return out
 
 
-def paired_ratio(run, base, min_seq=0):
+def paired_ratio(run, base, min_seq=0, key="step_seconds"):
     """Median over steps of run/base step time (same seed: step i has the same shape in both),
     over the second half of the steps (the steady state, as median_step in worker.py); with
     min_seq, only steps of at least that sequence length (GPU-bound, so far less noisy)."""
-    a, b = run["step_seconds"], base["step_seconds"]
+    a, b = run.get(key), base.get(key)
+    if not a or not b:
+        return None
     half = len(b) // 2
     shapes = base.get("shapes") or [[0, 0]] * len(b)
     r = sorted(x / y for x, y, sh in zip(a[half:], b[half:], shapes[half:])
@@ -353,7 +357,15 @@ def timing_summary(results, args):
                  for i in range(len(rounds) - 1)]
         long_ = {a: [paired_ratio(rd[a], rd["native"], args.long_seq) for rd in rounds]
                  for a in ALLOCS}
+        gpu = {a: [paired_ratio(rd[a], rd["native"], key="gpu_step_seconds") for rd in rounds]
+               for a in ALLOCS}
         out[wl] = {"rounds": len(rounds),
+                   "vmstitch_ratio_gpu_time": median(gpu["vmstitch"]),
+                   "expandable_ratio_gpu_time": median(gpu["expandable"]),
+                   "vmstitch_ratios_gpu_time": gpu["vmstitch"],
+                   "native_vs_native_gpu_time": [
+                       paired_ratio(rounds[i + 1]["native"], rounds[i]["native"],
+                                    key="gpu_step_seconds") for i in range(len(rounds) - 1)],
                    "vmstitch_ratio_long": median(long_["vmstitch"]),
                    "expandable_ratio_long": median(long_["expandable"]),
                    "native_vs_native_long": [
@@ -465,6 +477,16 @@ def tables(summary, meta):
                 " ".join(f3(x) for x in t["native_vs_native_long"]),
                 "-" if t["vmstitch_allocator_share"] is None else
                 "%.2f%%" % (100 * t["vmstitch_allocator_share"])))
+        if any(t.get("vmstitch_ratio_gpu_time") for t in summary["timing"].values()):
+            L.append("")
+            L.append("| workload | GPU time (CUDA events): vmstitch x | expandable x | "
+                     "vmstitch per round | native vs next native |")
+            L.append("|---|---|---|---|---|")
+            for wl, t in summary["timing"].items():
+                L.append("| %s | %s | %s | %s | %s |" % (
+                    wl, f3(t["vmstitch_ratio_gpu_time"]), f3(t["expandable_ratio_gpu_time"]),
+                    " ".join(f3(x) for x in t["vmstitch_ratios_gpu_time"]),
+                    " ".join(f3(x) for x in t["native_vs_native_gpu_time"])))
         L.append("\nLong steps: sequence >= %d (GPU-bound). Time in alloc/free: vmstitch's own "
                  "wall time inside the PyTorch entry points over the steady-state steps, measured "
                  "in the shim; what vmstitch can add to a step is at most this.\n"
@@ -504,7 +526,7 @@ def main():
     ap.add_argument("--gen-steps", type=int, default=12)  # as the recorded trace (12 calls)
     ap.add_argument("--cap-gib", type=float, default=16)
     ap.add_argument("--seq", type=int, default=512)
-    ap.add_argument("--bisect-workload", default="opt350-lora-rc")
+    ap.add_argument("--bisect-workload", default="opt350-lora-rc,gpt2m-full")
     ap.add_argument("--only", default="", help="comma-separated workloads (default: all)")
     ap.add_argument("--no-bisect", action="store_true")
     ap.add_argument("--no-micro", action="store_true")
@@ -512,6 +534,8 @@ def main():
     ap.add_argument("--timing-rounds", type=int, default=3)
     ap.add_argument("--timing-steps", type=int, default=32)
     ap.add_argument("--long-seq", type=int, default=1024)
+    ap.add_argument("--timing-shape", default="mix",
+                    help="timing runs: 'mix' (the recipe's shapes) or BATCH,SEQ for every step")
     ap.add_argument("--timing-workloads", default="opt350-lora-rc,gpt2m-full")
     ap.add_argument("--det-workloads", default="opt350-lora-rc,gpt2m-full")
     ap.add_argument("--det-steps", type=int, default=8)

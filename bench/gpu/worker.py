@@ -170,7 +170,7 @@ def prepare_training(name, model, targets):
 def train(name, model, opt, steps, fixed=None):
     """fixed=(batch, seq): every step that shape (record mode); else the recipe's mix."""
     budget = "tok" in name
-    times, losses, shapes = [], [], []
+    times, losses, shapes, gpu_times = [], [], [], []
     vm = sys.modules.get("vmstitch")
     vm = vm if vm is not None and vm.is_enabled() else None
     alloc_ns, last_ns = [], vm.stats()["vmstitch.call_ns"] if vm else 0
@@ -181,13 +181,19 @@ def train(name, model, opt, steps, fixed=None):
             L = random.choice([128, 256, 384, 512, 768, 1024, 1536, 2048])
             bs = max(1, 8 * 512 // L) if budget else 4
         ids = torch.randint(0, 30000, (bs, L), device="cuda")
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         t0 = time.perf_counter()
+        e0.record()
         out = model(input_ids=ids, labels=ids)
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        e1.record()
         torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
+        # The stream's time from the step's first kernel to its last: the same as wall time
+        # when the GPU is the bottleneck, and free of the host's scheduling noise then.
+        gpu_times.append(e0.elapsed_time(e1) * 1e-3)
         losses.append(out.loss.item())
         shapes.append([bs, L])
         del out, ids
@@ -196,6 +202,7 @@ def train(name, model, opt, steps, fixed=None):
             alloc_ns.append(ns - last_ns)
             last_ns = ns
     train.alloc_ns = alloc_ns
+    train.gpu_times = gpu_times
     return times, losses, shapes
 
 
@@ -284,7 +291,7 @@ def run_workload(args):
     launch-bound steps). --deterministic: deterministic kernels and eager attention, so that
     any difference in losses between two runs can only come from the allocator."""
     seed_all()
-    alloc_ns = None
+    alloc_ns = gpu_times = None
     if args.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.cuda.init()
@@ -301,8 +308,9 @@ def run_workload(args):
         times, losses, shapes = generate(model, args.steps)
     else:
         model, opt = prepare_training(args.workload, model, targets)
-        times, losses, shapes = train(args.workload, model, opt, args.steps)
-        alloc_ns = train.alloc_ns
+        fixed = tuple(int(x) for x in args.fixed_shape.split(",")) if args.fixed_shape else None
+        times, losses, shapes = train(args.workload, model, opt, args.steps, fixed=fixed)
+        alloc_ns, gpu_times = train.alloc_ns, train.gpu_times
     driver_delta = drv.finish() if drv else None
     stats = torch.cuda.memory_stats()
     return {
@@ -311,6 +319,7 @@ def run_workload(args):
         "built_on": where, "build_seconds": build_s, "steps": len(times),
         "step_seconds": times, "median_step_s": median_step(times), "losses": losses,
         "shapes": shapes, "memory": memory_report(stats), "allocator_ns_per_step": alloc_ns,
+        "gpu_step_seconds": gpu_times,
         "driver": {"source": drv.source, "baseline_bytes": drv.baseline,
                    "peak_delta_bytes": driver_delta, "samples": drv.samples} if drv else None,
         "max_memory_reserved": torch.cuda.max_memory_reserved(),
@@ -518,6 +527,7 @@ def main():
     ap.add_argument("--max-batch", type=int, default=1024)
     ap.add_argument("--micro-iters", type=int, default=3000)
     ap.add_argument("--deterministic", action="store_true")
+    ap.add_argument("--fixed-shape", default="", help="train/timing: BATCH,SEQ for every step")
     ap.add_argument("--batch", type=int, default=8, help="record: batch size")
     ap.add_argument("--trace", help="record: output trace; trace: the trace to replay")
     ap.add_argument("--passes", type=int, default=4, help="trace: passes over the trace")
