@@ -60,6 +60,7 @@ test: test-unit test-reliability
 test-unit: all
 	$(BUILD)/vms_tests
 	sh tests/cli_test.sh $(BUILD)/vmstitch
+	python3 tests/bench/test_bench_tools.py
 
 demo: $(BUILD)/vmstitch
 	$(BUILD)/vmstitch compare --svg $(BUILD)/demo.svg data/traces/*.trace.gz
