@@ -15,10 +15,10 @@ second vmstitch column with it set (e.g. VMSTITCH_LARGE_CHUNK_MAX=8M).
 """
 import argparse
 import gzip
-import json
 import os
-import subprocess
 import tempfile
+
+import batch_replay  # bench/, beside this script: its `vmstitch replay --json` runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GiB = float(1 << 30)
@@ -54,20 +54,14 @@ def compose(folder, workload, batches, seq, out):
 
 
 def fits(cli, path, policy, cap, env):
-    e = dict(os.environ)
-    e.update(env)
-    p = subprocess.run([cli, "replay", "--json", "--capacity-gib", repr(cap), "--policy", policy,
-                        path], capture_output=True, text=True, env=e)
-    if p.returncode != 0:
-        raise SystemExit("replay failed: " + p.stderr.strip())
-    d = json.loads(p.stdout.splitlines()[0])
+    d = batch_replay.replay(cli, path, cap, [policy], dict(os.environ, **env))[policy]
     return d.get("ooms", 0) == 0, d["peak_live_bytes"] / GiB
 
 
 def min_cap_over_live_mib(cli, path, policy, env):
     _, live = fits(cli, path, policy, 1e4, env)
-    lo, hi = live - 1.0 / 128, live + 4.0  # lo cannot fit (below live); hi is assumed to
-    if not fits(cli, path, policy, hi, env)[0]:
+    lo, hi = live - 1.0 / 128, live + 4.0  # lo cannot fit (below live); hi must fit:
+    if not fits(cli, path, policy, hi, env)[0]:  # no answer if 4 GiB above live does not
         return None, live
     while hi - lo > 1.0 / 128:
         mid = (lo + hi) / 2

@@ -30,10 +30,12 @@ def traces_by_workload(folder):
     return {k: sorted(v) for k, v in sorted(out.items())}
 
 
-def replay(cli, path, cap):
+def replay(cli, path, cap, policies=POLICIES, env=None):
+    """`vmstitch replay --json` of path under a cap: {policy: its JSON object}. env: the
+    replay's environment (default: this process's)."""
     p = subprocess.run([cli, "replay", "--json", "--capacity-gib", repr(cap)] +
-                       sum((["--policy", x] for x in POLICIES), []) + [path],
-                       capture_output=True, text=True)
+                       sum((["--policy", x] for x in policies), []) + [path],
+                       capture_output=True, text=True, env=env)
     if p.returncode != 0:
         raise SystemExit("replay of %s failed: %s" % (path, p.stderr.strip()))
     return {d["policy"]: d for d in map(json.loads, p.stdout.splitlines())}

@@ -92,12 +92,8 @@ void vms_allocator_destroy(vms_allocator *a) {
         }
         /* A failed call is tried once more (a transient error leaks nothing); if the backend
          * still refuses, the record is dropped: the allocator is going away. */
-        if (range_unmap_all(a, r) != VMS_OK && range_unmap_all(a, r) != VMS_OK) {
-            if (r->all_prev) r->all_prev->all_next = r->all_next;
-            else a->stitched = r->all_next;
-            if (r->all_next) r->all_next->all_prev = r->all_prev;
-            range_delete(a, r);
-        }
+        if (range_unmap_all(a, r) != VMS_OK && range_unmap_all(a, r) != VMS_OK)
+            stitched_forget(a, r);
     }
     for (chunk *c = a->all_chunks, *n; c; c = n) {
         n = c->all_next;

@@ -8,6 +8,13 @@ static int key_less(const block *x, size_t size, uintptr_t addr) {
     return x->size_bytes < size || (x->size_bytes == size && x->addr < addr);
 }
 
+/* Readies b to enter either index as a leaf: its priority hashes its address. */
+static void node_init(block *b) {
+    uint64_t h = (uint64_t)b->addr * 0x9e3779b97f4a7c15ull;
+    b->prio = (uint32_t)(h >> 32);
+    b->left = b->right = NULL;
+}
+
 static block *rotate_right(block *t) {
     block *l = t->left;
     t->left = l->right;
@@ -35,9 +42,7 @@ static block *insert_rec(block *t, block *b) {
 }
 
 void index_insert(block **root, block *b) {
-    uint64_t h = (uint64_t)b->addr * 0x9e3779b97f4a7c15ull;
-    b->prio = (uint32_t)(h >> 32);
-    b->left = b->right = NULL;
+    node_init(b);
     *root = insert_rec(*root, b);
 }
 
@@ -125,9 +130,7 @@ static block *ainsert_rec(block *t, block *b) {
 }
 
 void addr_index_insert(block **root, block *b) {
-    uint64_t h = (uint64_t)b->addr * 0x9e3779b97f4a7c15ull;
-    b->prio = (uint32_t)(h >> 32);
-    b->left = b->right = NULL;
+    node_init(b);
     *root = ainsert_rec(*root, b);
 }
 

@@ -8,9 +8,8 @@
 #include "internal.h"
 
 typedef struct grow_plan {
-    block *hole;
-    uintptr_t at;       /* where the new chunks go: the start of the hole */
-    uintptr_t take_at;  /* where the request starts: the usable free tail, or `at` */
+    block *hole;        /* the new chunks go at its start */
+    uintptr_t take_at;  /* where the request starts: the usable free tail, or the hole */
     size_t need_bytes;
 } grow_plan;
 
@@ -35,7 +34,6 @@ static size_t grow_plan_make(vms_allocator *a, pool_kind pool, size_t size_bytes
         if (need > b->size_bytes) continue;
         if (!p->hole || need < p->need_bytes) {
             p->hole = b;
-            p->at = b->addr;
             p->take_at = tail ? t->addr : b->addr;
             p->need_bytes = need;
         }
@@ -59,7 +57,12 @@ static size_t piece_max_bytes(vms_allocator *a, pool_kind pool) {
     return pool == POOL_SMALL ? a->cfg.small_chunk_bytes : a->cfg.large_chunk_max_bytes;
 }
 
-static void reserved_add(vms_allocator *a, pool_kind pool, int64_t bytes);
+static void reserved_add(vms_allocator *a, pool_kind pool, int64_t bytes) {
+    STAT_ADD(a, reserved_bytes, bytes);
+    stats_cached_sync(a);
+    if (pool == POOL_SMALL) STAT_ADD(a, small_reserved_bytes, bytes);
+    else STAT_ADD(a, large_reserved_bytes, bytes);
+}
 
 /* Records what an undo could not undo (see struct orphan). Returns whether it is still mapped. */
 static bool orphan_add(vms_allocator *a, pool_kind pool, uintptr_t mapped_at, size_t bytes,
@@ -149,22 +152,16 @@ static void chunk_unlink(vms_allocator *a, chunk *c) {
     if (c->all_next) c->all_next->all_prev = c->all_prev;
 }
 
-static void reserved_add(vms_allocator *a, pool_kind pool, int64_t bytes) {
-    STAT_ADD(a, reserved_bytes, bytes);
-    stats_cached_sync(a);
-    if (pool == POOL_SMALL) STAT_ADD(a, small_reserved_bytes, bytes);
-    else STAT_ADD(a, large_reserved_bytes, bytes);
-}
-
-/* Creates chunks for need_bytes in the hole block `hole` at address at and maps them there.
+/* Creates chunks for need_bytes at the start of the hole block `hole` and maps them there.
  * They become FREE (fresh) blocks of the arena, merged with a free neighbour. */
-static vms_status grow_place(vms_allocator *a, pool_kind pool, block *hole, uintptr_t at,
-                             size_t need_bytes, int stream) {
+static vms_status grow_place(vms_allocator *a, pool_kind pool, block *hole, size_t need_bytes,
+                             int stream) {
+    uintptr_t at = hole->addr;
     vms_status s = over_limit(a, need_bytes);
     if (s != VMS_OK) return s;
-    size_t piece_max = a->gran_bytes; /* bounds the count of pieces */
     size_t n = 0;
-    chunk **made = malloc((need_bytes / piece_max + 2) * sizeof *made);
+    /* every chunk is at least one granule, which bounds their count */
+    chunk **made = malloc((need_bytes / a->gran_bytes + 2) * sizeof *made);
     if (!made) return VMS_ENOMEM_HOST;
     block *piece = block_isolate(a, hole, at, need_bytes);
     if (!piece) {
@@ -188,11 +185,9 @@ static vms_status grow_place(vms_allocator *a, pool_kind pool, block *hole, uint
     range *r = a->arena[pool];
     for (size_t i = 0; i < n; i++) {
         chunk *c = made[i];
-        c->home_pool = pool;
         c->home = c->owner = r;
         c->owner_addr = c->home_addr;
-        for (size_t pg = 0; pg < c->size_bytes / a->gran_bytes; pg++)
-            r->pages[(c->home_addr - r->base) / a->gran_bytes + pg] = c;
+        range_pages_set(a, r, c->home_addr, c->size_bytes, c);
         chunk_link(a, c);
         STAT_ADD(a, chunks, 1);
     }
@@ -214,7 +209,7 @@ vms_status grow_for(vms_allocator *a, pool_kind pool, size_t size_bytes, int str
                     uintptr_t *take_at) {
     grow_plan p;
     if (!grow_plan_make(a, pool, size_bytes, stream, &p)) return VMS_ENOMEM;
-    vms_status s = grow_place(a, pool, p.hole, p.at, p.need_bytes, stream);
+    vms_status s = grow_place(a, pool, p.hole, p.need_bytes, stream);
     if (s != VMS_OK) return s;
     *out = range_block_at(a->arena[pool], p.take_at);
     *take_at = p.take_at;
@@ -227,7 +222,7 @@ vms_status grow_loose(vms_allocator *a, pool_kind pool, size_t need_bytes, int s
     need_bytes = chunk_bytes_for(a, pool, need_bytes);
     for (block *b = a->arena[pool]->first; b; b = b->next)
         if (b->state == BLOCK_HOLE && !b->quarantine && b->size_bytes >= need_bytes)
-            return grow_place(a, pool, b, b->addr, need_bytes, stream);
+            return grow_place(a, pool, b, need_bytes, stream);
     return VMS_ENOMEM;
 }
 
@@ -236,17 +231,10 @@ vms_status grow_loose(vms_allocator *a, pool_kind pool, size_t need_bytes, int s
 vms_status chunk_release_free(vms_allocator *a, bool only_if_settled, size_t *released_bytes) {
     size_t total = 0;
     vms_status rc = VMS_OK;
-    chunk *c = a->all_chunks;
-    while (c) {
-        chunk *next = c->all_next;
-        if (c->busy_bytes || c->owner != c->home || c->stitch_refs) {
-            c = next;
-            continue;
-        }
-        if (only_if_settled && !chunk_settled(a, c)) {
-            c = next;
-            continue;
-        }
+    for (chunk *c = a->all_chunks, *next; c; c = next) {
+        next = c->all_next;
+        if (c->busy_bytes || c->owner != c->home || c->stitch_refs) continue;
+        if (only_if_settled && !chunk_settled(a, c)) continue;
         range *r = c->home;
         block *piece = block_isolate(a, range_block_at(r, c->home_addr), c->home_addr, c->size_bytes);
         if (!piece) {
@@ -261,25 +249,22 @@ vms_status chunk_release_free(vms_allocator *a, bool only_if_settled, size_t *re
              * unmapped but still held: an orphan, released by a later retry. */
             if (s != VMS_OK && bk_undo_map(a, c->home_addr, c->size_bytes, c->handle) != VMS_OK) {
                 bk_undo_unmap(a, c->home_addr, c->size_bytes); /* a half-restored mapping */
-                orphan_add(a, c->home_pool, 0, c->size_bytes, c->handle);
+                orphan_add(a, r->pool, 0, c->size_bytes, c->handle);
                 orphaned = true;
             }
         }
         if (s != VMS_OK && !orphaned) {
             block_set_free(a, piece);
             rc = s;
-            c = next;
             continue;
         }
-        for (size_t pg = 0; pg < c->size_bytes / a->gran_bytes; pg++)
-            r->pages[(c->home_addr - r->base) / a->gran_bytes + pg] = NULL;
+        range_pages_set(a, r, c->home_addr, c->size_bytes, NULL);
         block_set_hole(a, piece);
         chunk_unlink(a, c);
-        reserved_add(a, c->home_pool, -(int64_t)c->size_bytes);
+        reserved_add(a, r->pool, -(int64_t)c->size_bytes);
         STAT_ADD(a, chunks, -1);
         total += c->size_bytes;
         free(c);
-        c = next;
     }
     if (released_bytes) *released_bytes = total;
     return rc;

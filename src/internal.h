@@ -75,8 +75,7 @@ typedef struct pending_event {
 typedef struct chunk {
     vms_handle handle;
     size_t size_bytes;
-    pool_kind home_pool;
-    struct range *home;      /* arena */
+    struct range *home;      /* arena (its pool is the chunk's) */
     uintptr_t home_addr;
     struct range *owner;     /* range where its bytes may be handed out */
     uintptr_t owner_addr;
@@ -198,7 +197,6 @@ block *ptr_map_del(ptr_map *m, uintptr_t key);
 int stream_index(vms_allocator *a, vms_stream s); /* -1 if the table is full */
 void streams_refresh(vms_allocator *a);           /* record/query events, never blocks */
 vms_status streams_sync_all(vms_allocator *a);    /* block until every free has finished */
-bool stream_settled(const vms_allocator *a, int stream, uint64_t seq);
 bool tags_usable(const vms_allocator *a, int tag_stream, bool multi, uint64_t seq, int stream);
 bool block_usable(const vms_allocator *a, const block *b, int stream);
 void pending_poll(vms_allocator *a);              /* finish PENDING blocks whose events are done */
@@ -214,6 +212,7 @@ range *range_new(vms_allocator *a, range_kind kind, pool_kind pool, uintptr_t ba
 void range_delete(vms_allocator *a, range *r);
 vms_status chunk_transfer(vms_allocator *a, chunk *c, range *to, uintptr_t to_addr);
 block *range_block_at(range *r, uintptr_t addr); /* block containing addr */
+void range_pages_set(vms_allocator *a, range *r, uintptr_t addr, size_t bytes, chunk *c);
 void block_set_hole(vms_allocator *a, block *b);
 block *block_isolate(vms_allocator *a, block *b, uintptr_t addr, size_t len);
 
@@ -233,18 +232,21 @@ void stitched_on_idle(vms_allocator *a, range *r);
 void stitched_on_busy(vms_allocator *a, range *r);
 vms_status gc_run(vms_allocator *a, bool force);
 vms_status range_unmap_all(vms_allocator *a, range *r);
-
+void stitched_forget(vms_allocator *a, range *r);
 
 /* allocator.c */
 void free_finish(vms_allocator *a, block *b);
 vms_status test_plant_overlap(vms_allocator *a, size_t size_bytes, void **ptr);
 
-/* stats.c */
-void stats_add(vms_allocator *a, uint64_t *cur, uint64_t *peak, int64_t delta);
+/* stats.c. stats_add is inline: the malloc/free path makes several of these per call. */
+static inline void stats_add(uint64_t *cur, uint64_t *peak, int64_t delta) {
+    *cur = (uint64_t)((int64_t)*cur + delta);
+    if (*cur > *peak) *peak = *cur;
+}
 void stats_cached_sync(vms_allocator *a);
 void stats_live(vms_allocator *a, const block *b, int sign);
 #define STAT_ADD(a, name, delta)                                                                 \
-    stats_add((a), &(a)->st.name##_current, &(a)->st.name##_peak, (int64_t)(delta))
+    stats_add(&(a)->st.name##_current, &(a)->st.name##_peak, (int64_t)(delta))
 
 /* backend_call.c: counted, error-checked calls */
 vms_status bk_create(vms_allocator *a, size_t bytes, vms_handle *h);

@@ -75,17 +75,10 @@ void block_set_free(vms_allocator *a, block *b) {
     range *r = b->range;
     b->state = BLOCK_FREE;
     if (b->prev && b->prev->state == BLOCK_FREE) {
-        block *p = b->prev;
-        pool_index_remove(a, r->pool, p);
         /* keep the lower block, so its address stays the key */
-        uint16_t s = b->stream;
-        uint8_t m = b->multi_stream;
-        uint64_t q = b->freed_seq;
-        p->size_bytes += b->size_bytes;
-        tags_merge(&p->stream, &p->multi_stream, &p->freed_seq, s, m, q);
-        unlink_block(r, b);
-        block_release(a, b);
-        b = p;
+        b = b->prev;
+        pool_index_remove(a, r->pool, b);
+        absorb_next(a, r, b);
     }
     if (b->next && b->next->state == BLOCK_FREE) {
         pool_index_remove(a, r->pool, b->next);
@@ -173,6 +166,12 @@ block *range_block_at(range *r, uintptr_t addr) {
     return b;
 }
 
+/* Points the page entries of [addr, addr+bytes) of r at chunk c (NULL: nothing mapped there). */
+void range_pages_set(vms_allocator *a, range *r, uintptr_t addr, size_t bytes, chunk *c) {
+    size_t first = (addr - r->base) / a->gran_bytes;
+    for (size_t pg = 0; pg < bytes / a->gran_bytes; pg++) r->pages[first + pg] = c;
+}
+
 /* Adds the bytes [addr, addr+len) of range r to the busy count of the chunks under them
  * (freed == NULL), or removes them for the free of block `freed`, whose stream tags the chunks
  * then take. The range must own those chunks. */
@@ -191,14 +190,9 @@ void chunk_busy_add(vms_allocator *a, range *r, uintptr_t addr, size_t len, cons
             }
             c->busy_bytes += n;
         } else {
-            if (c->freed_seq == 0) {
-                c->stream = freed->stream;
-                c->multi_stream = freed->multi_stream;
-                c->freed_seq = freed->freed_seq;
-            } else {
-                tags_merge(&c->stream, &c->multi_stream, &c->freed_seq, freed->stream,
-                           freed->multi_stream, freed->freed_seq);
-            }
+            /* a chunk with no tags yet simply takes the free's (a free is stamped >= 1) */
+            tags_merge(&c->stream, &c->multi_stream, &c->freed_seq, freed->stream,
+                       freed->multi_stream, freed->freed_seq);
             c->busy_bytes -= n;
         }
         addr = cend;

@@ -6,12 +6,6 @@
 
 #include "internal.h"
 
-void stats_add(vms_allocator *a, uint64_t *cur, uint64_t *peak, int64_t delta) {
-    (void)a;
-    *cur = (uint64_t)((int64_t)*cur + delta);
-    if (*cur > *peak) *peak = *cur;
-}
-
 /* cached = reserved - allocated, with its peak: called wherever either changes. */
 void stats_cached_sync(vms_allocator *a) {
     a->st.cached_bytes_current = a->st.reserved_bytes_current - a->st.allocated_bytes_current;

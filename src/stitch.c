@@ -48,12 +48,11 @@ void stitched_on_busy(vms_allocator *a, range *r) {
 
 /* The last live block of r was freed: its chunks go home, r becomes an idle cache entry. */
 void stitched_on_idle(vms_allocator *a, range *r) {
+    /* Out of host memory, a transfer fails: that chunk simply stays owned here, still free
+     * and usable. */
     for (size_t i = 0; i < r->nslots; i++) {
         chunk *c = r->slots[i];
-        if (c->owner == r && chunk_transfer(a, c, c->home, c->home_addr) != VMS_OK) {
-            /* Out of host memory: the chunk simply stays owned here, still free and usable. */
-            continue;
-        }
+        if (c->owner == r) (void)chunk_transfer(a, c, c->home, c->home_addr);
     }
     r->idle_seq = a->free_seq;
     lru_push(a, r);
@@ -82,21 +81,26 @@ vms_status range_unmap_all(vms_allocator *a, range *r) {
         if (c) {
             vms_status s = bk_unmap(a, at, sz);
             if (s != VMS_OK) return s;
-            for (size_t pg = 0; pg < sz / a->gran_bytes; pg++)
-                r->pages[(at - r->base) / a->gran_bytes + pg] = NULL;
+            range_pages_set(a, r, at, sz, NULL);
             r->slots[i] = NULL;
             c->stitch_refs--;
         }
         at += sz;
     }
     bk_va_free(a, r->base, r->size_bytes); /* a failure is retried later: nothing leaks */
+    stitched_forget(a, r);
+    return VMS_OK;
+}
+
+/* Drops the record of stitched range r, whatever became of its mappings: out of the cache
+ * and of the list of stitched ranges, then deleted. */
+void stitched_forget(vms_allocator *a, range *r) {
     lru_remove(a, r);
     if (r->all_prev) r->all_prev->all_next = r->all_next;
     else a->stitched = r->all_next;
     if (r->all_next) r->all_next->all_prev = r->all_prev;
     STAT_ADD(a, stitched_ranges, -1);
     range_delete(a, r);
-    return VMS_OK;
 }
 
 /* Thresholds of 0 mean "no limit". */
@@ -249,8 +253,7 @@ static range *stitch_range_new(vms_allocator *a, pool_kind pool, chunk **chosen,
         chunk *c = chosen[i];
         r->slots[i] = c;
         r->slot_bytes[i] = c->size_bytes;
-        for (size_t pg = 0; pg < c->size_bytes / a->gran_bytes; pg++)
-            r->pages[(at - base) / a->gran_bytes + pg] = c;
+        range_pages_set(a, r, at, c->size_bytes, c);
         at += c->size_bytes;
     }
     return r;

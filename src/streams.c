@@ -21,7 +21,7 @@ int stream_index(vms_allocator *a, vms_stream s) {
     return a->nstreams++;
 }
 
-bool stream_settled(const vms_allocator *a, int stream, uint64_t seq) {
+static bool stream_settled(const vms_allocator *a, int stream, uint64_t seq) {
     return a->streams[stream].completed_seq >= seq;
 }
 

@@ -187,6 +187,16 @@ static void live_free(env *e, live *l) {
 
 #define CHECK_HEALTHY(a) CHECK_EQ(vms_check(a), 0)
 
+/* n one-granule blocks on stream s, every odd one then freed: free chunks scattered between
+ * live blocks, which only stitching can join. 0, or -1 if a malloc failed. */
+static int live_fragment(env *e, live *l, int n, vms_stream s) {
+    for (int i = 0; i < n; i++)
+        if (live_malloc(e, &l[i], e->g, s) != VMS_OK) return -1;
+    for (int i = 1; i < n; i += 2)
+        live_free(e, &l[i]);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- basics */
 
 BOTH(size_zero_and_null) {
@@ -400,10 +410,7 @@ BOTH(stitch_min_respected) {
     env e;
     REQUIRE(env_new(&e, host, g, 0, &cfg) == VMS_OK);
     live l[8];
-    for (int i = 0; i < 8; i++)
-        REQUIRE(live_malloc(&e, &l[i], g, NULL) == VMS_OK);
-    for (int i = 1; i < 8; i += 2)
-        live_free(&e, &l[i]);
+    REQUIRE(live_fragment(&e, l, 8, NULL) == 0);
     live q;
     REQUIRE(live_malloc(&e, &q, 3 * g, NULL) == VMS_OK);
     vms_stats st = stats_of(e.a);
@@ -428,10 +435,7 @@ BOTH(stitch_when_on_grow_fail) {
     env e;
     REQUIRE(env_new(&e, host, g, 0, &cfg) == VMS_OK);
     live l[8], q, r;
-    for (int i = 0; i < 8; i++)
-        REQUIRE(live_malloc(&e, &l[i], g, NULL) == VMS_OK);
-    for (int i = 1; i < 8; i += 2)
-        live_free(&e, &l[i]);
+    REQUIRE(live_fragment(&e, l, 8, NULL) == 0);
     REQUIRE(live_malloc(&e, &q, 3 * g, NULL) == VMS_OK);
     vms_stats st = stats_of(e.a);
     CHECK_EQ(st.stitches, 0);
@@ -456,10 +460,7 @@ BOTH(stitched_chunks_not_handed_out_twice) {
     env e;
     REQUIRE(env_new(&e, host, g, 0, &cfg) == VMS_OK);
     live l[10];
-    for (int i = 0; i < 10; i++)
-        REQUIRE(live_malloc(&e, &l[i], g, NULL) == VMS_OK);
-    for (int i = 1; i < 10; i += 2)
-        live_free(&e, &l[i]);
+    REQUIRE(live_fragment(&e, l, 10, NULL) == 0);
     live s[2];
     REQUIRE(live_malloc(&e, &s[0], 2 * g + 512, NULL) == VMS_OK); /* 3 chunks, part of last free */
     live small[6];
@@ -607,10 +608,7 @@ BOTH(gc_oldest_first_not_while_held) {
     env e;
     REQUIRE(env_new(&e, host, g, 0, &cfg) == VMS_OK);
     live l[16];
-    for (int i = 0; i < 16; i++)
-        REQUIRE(live_malloc(&e, &l[i], g, S(1)) == VMS_OK);
-    for (int i = 1; i < 16; i += 2)
-        live_free(&e, &l[i]);
+    REQUIRE(live_fragment(&e, l, 16, S(1)) == 0);
     REQUIRE(vms_backend_stream_hold(e.be, S(1), 1) == VMS_OK);
     /* Ranges A (2 granules), B (3), C (4), each used on stream 1 and freed while it runs. */
     void *base[3];
@@ -666,10 +664,7 @@ BOTH(empty_cache_respects_busy_stream) {
     env e;
     REQUIRE(env_new(&e, host, g, 0, &cfg) == VMS_OK);
     live l[8];
-    for (int i = 0; i < 8; i++)
-        REQUIRE(live_malloc(&e, &l[i], g, S(1)) == VMS_OK);
-    for (int i = 1; i < 8; i += 2)
-        live_free(&e, &l[i]);
+    REQUIRE(live_fragment(&e, l, 8, S(1)) == 0);
     CHECK_EQ(vms_empty_cache(e.a), VMS_OK); /* nothing busy: the 4 free chunks go */
     vms_stats st = stats_of(e.a);
     CHECK_EQ(st.reserved_bytes_current, 4 * g);
@@ -699,10 +694,7 @@ BOTH(empty_cache_keeps_stitched_range_of_busy_stream) {
     env e;
     REQUIRE(env_new(&e, host, g, 0, &cfg) == VMS_OK);
     live l[6];
-    for (int i = 0; i < 6; i++)
-        REQUIRE(live_malloc(&e, &l[i], g, S(1)) == VMS_OK);
-    for (int i = 1; i < 6; i += 2)
-        live_free(&e, &l[i]);
+    REQUIRE(live_fragment(&e, l, 6, S(1)) == 0);
     live s;
     REQUIRE(live_malloc(&e, &s, 3 * g, S(1)) == VMS_OK); /* all three free chunks */
     vms_stats st = stats_of(e.a);
@@ -789,10 +781,7 @@ BOTH(oom_ladder_collects_stitched_ranges) {
     env e;
     REQUIRE(env_new(&e, host, g, 0, &cfg) == VMS_OK);
     live l[8];
-    for (int i = 0; i < 8; i++)
-        REQUIRE(live_malloc(&e, &l[i], g, NULL) == VMS_OK);
-    for (int i = 1; i < 8; i += 2)
-        live_free(&e, &l[i]);
+    REQUIRE(live_fragment(&e, l, 8, NULL) == 0);
     live q;
     REQUIRE(live_malloc(&e, &q, 4 * g, NULL) == VMS_OK);
     live_free(&e, &q);
@@ -945,10 +934,7 @@ BOTH(double_free_stitched) {
     env e;
     REQUIRE(env_new(&e, host, g, 0, &cfg) == VMS_OK);
     live l[6];
-    for (int i = 0; i < 6; i++)
-        REQUIRE(live_malloc(&e, &l[i], g, NULL) == VMS_OK);
-    for (int i = 1; i < 6; i += 2)
-        live_free(&e, &l[i]);
+    REQUIRE(live_fragment(&e, l, 6, NULL) == 0);
     live s;
     REQUIRE(live_malloc(&e, &s, 2 * g, NULL) == VMS_OK);
     REQUIRE(stats_of(e.a).stitches == 1);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "option_env.h"
 #include "test.h"
 
 #define KIB ((size_t)1 << 10)
@@ -342,52 +343,6 @@ TEST(core_ptr_map_dense_run_delete) {
 }
 
 /* ---------------------------------------------------------------- options */
-
-static const char *const opt_env_names[] = {
-    "VMSTITCH_SMALL_CHUNK",
-    "VMSTITCH_LARGE_CHUNK_MIN",
-    "VMSTITCH_LARGE_CHUNK_MAX",
-    "VMSTITCH_SMALL_REQUEST",
-    "VMSTITCH_STITCH",
-    "VMSTITCH_STITCH_MIN",
-    "VMSTITCH_REUSE_LIMIT",
-    "VMSTITCH_STITCH_WHEN",
-    "VMSTITCH_GC_THRESHOLD",
-    "VMSTITCH_GC_COUNT",
-    "VMSTITCH_MEMORY_LIMIT",
-    "VMSTITCH_LOG_LEVEL",
-    "VMSTITCH_CHECK",
-    "vmmDefragment",
-    "fragLimit",
-    "reuseLimit",
-    "defragLevel",
-    "autoGC",
-};
-#define N_OPT_ENV (sizeof opt_env_names / sizeof opt_env_names[0])
-
-typedef struct env_saved {
-    char *val[N_OPT_ENV];
-} env_saved;
-
-/* Clears every option variable, remembering the caller's values. */
-static void env_save_clear(env_saved *s) {
-    for (size_t i = 0; i < N_OPT_ENV; i++) {
-        const char *v = getenv(opt_env_names[i]);
-        s->val[i] = v ? strdup(v) : NULL;
-        unsetenv(opt_env_names[i]);
-    }
-}
-
-static void env_restore(env_saved *s) {
-    for (size_t i = 0; i < N_OPT_ENV; i++) {
-        if (s->val[i])
-            setenv(opt_env_names[i], s->val[i], 1);
-        else
-            unsetenv(opt_env_names[i]);
-        free(s->val[i]);
-        s->val[i] = NULL;
-    }
-}
 
 /* stderr capture, to count warning lines */
 typedef struct capture {

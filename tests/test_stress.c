@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "live_check.h"
 #include "test.h"
 #include "vmstitch.h"
 
@@ -57,57 +58,6 @@ static bool stamp_ok(const void *p, size_t n, uint64_t id) {
     for (size_t k = 0; k * 512 < n; k++)
         if (*(const uint64_t *)(c + k * 512) != stamp_word(id, k)) return false;
     return true;
-}
-
-/* ---------------------------------------------------------------- live spans */
-
-/* The live blocks' virtual extents, sorted and disjoint: on any backend (sim included) a block
- * handed out twice within one range is seen at the malloc that hands it out. */
-typedef struct spans {
-    uintptr_t *lo, *hi;
-    size_t n, cap;
-} spans;
-
-static size_t spans_rank(const spans *s, uintptr_t lo) { /* spans starting below lo */
-    size_t a = 0, b = s->n;
-    while (a < b) {
-        size_t m = (a + b) / 2;
-        if (s->lo[m] < lo)
-            a = m + 1;
-        else
-            b = m;
-    }
-    return a;
-}
-
-/* 0, or -1 if [lo, hi) overlaps a span (nothing added), or -2 without host memory. */
-static int spans_add(spans *s, uintptr_t lo, uintptr_t hi) {
-    size_t i = spans_rank(s, lo);
-    if ((i > 0 && s->hi[i - 1] > lo) || (i < s->n && s->lo[i] < hi)) return -1;
-    if (s->n == s->cap) {
-        size_t nc = s->cap ? 2 * s->cap : 1024;
-        uintptr_t *nl = realloc(s->lo, nc * sizeof *nl);
-        if (!nl) return -2;
-        s->lo = nl;
-        uintptr_t *nh = realloc(s->hi, nc * sizeof *nh);
-        if (!nh) return -2;
-        s->hi = nh;
-        s->cap = nc;
-    }
-    memmove(s->lo + i + 1, s->lo + i, (s->n - i) * sizeof *s->lo);
-    memmove(s->hi + i + 1, s->hi + i, (s->n - i) * sizeof *s->hi);
-    s->lo[i] = lo;
-    s->hi[i] = hi;
-    s->n++;
-    return 0;
-}
-
-static void spans_del(spans *s, uintptr_t lo) {
-    size_t i = spans_rank(s, lo);
-    if (i >= s->n || s->lo[i] != lo) return;
-    memmove(s->lo + i, s->lo + i + 1, (s->n - i - 1) * sizeof *s->lo);
-    memmove(s->hi + i, s->hi + i + 1, (s->n - i - 1) * sizeof *s->hi);
-    s->n--;
 }
 
 /* ---------------------------------------------------------------- one run */
@@ -153,7 +103,7 @@ typedef struct run_state {
     size_t nitems, cap_items;
     quarantined *quar;
     size_t nquar, cap_quar;
-    spans live_spans;
+    live_spans spans;   /* live extents: a block handed out twice is seen at its malloc */
     uint8_t *id_stream; /* allocation stream of every id, to judge writers */
     size_t cap_ids;
     size_t live_req, live_alloc; /* what the test holds: requested and 512-rounded bytes */
@@ -282,7 +232,7 @@ static void do_free(run_state *s, size_t i) {
     if (test_rand(&s->rng) % 512 == 0 && vms_free(s->a, it.p) == VMS_OK)
         fail_at(s, "second vms_free succeeded");
     if (s->rp->quarantine) quarantine_add(s, &it);
-    spans_del(&s->live_spans, (uintptr_t)it.p);
+    live_span_del(&s->spans, it.p);
     s->items[i] = s->items[--s->nitems];
     s->live_req -= it.n;
     s->live_alloc -= round512(it.n);
@@ -331,7 +281,7 @@ static void do_malloc(run_state *s) {
         vms_free(s->a, p);
         return;
     }
-    int sp = spans_add(&s->live_spans, (uintptr_t)p, (uintptr_t)p + round512(n));
+    int sp = live_span_add(&s->spans, p, round512(n));
     if (sp != 0) {
         fail_at(s, sp == -1 ? "a live block handed out again (virtual overlap)"
                             : "test out of host memory");
@@ -457,8 +407,7 @@ static void run_stress(const run_params *rp, run_state *s) {
     free(s->items);
     free(s->id_stream);
     free(s->quar);
-    free(s->live_spans.lo);
-    free(s->live_spans.hi);
+    live_span_destroy(&s->spans);
 }
 
 static vms_config stress_config(void) {

@@ -148,9 +148,9 @@ static int worse(int a, int b) {
     return a == 2 || b == 2 ? 2 : (a > b ? a : b);
 }
 
-/* Replays every trace; keeps the results when keep is set (for the SVG). */
-static int run_traces(const char *cmd, const options *o, bool table, replay_result *keep,
-                      int *nkept) {
+/* Replays every trace, printing JSON lines or a table per trace; keeps the results when keep
+ * is set (for the SVG). */
+static int run_traces(const char *cmd, const options *o, replay_result *keep, int *nkept) {
     int status = 0;
     for (int t = 0; t < o->ntraces; t++) {
         replay_result r;
@@ -166,7 +166,7 @@ static int run_traces(const char *cmd, const options *o, bool table, replay_resu
         if (o->json) {
             for (int i = 0; i < r.npolicies; i++)
                 report_json(stdout, &r, &r.policy[i]);
-        } else if (table) {
+        } else {
             report_table(stdout, &r);
         }
         fflush(stdout);
@@ -183,7 +183,7 @@ static int cmd_replay(int argc, char **argv) {
     int rc = parse_args("replay", argc, argv, &o, true, false);
     if (rc) return rc;
     if (o.npolicies == 0) add_policy(&o, &policy_vmstitch_ops);
-    return run_traces("replay", &o, true, NULL, NULL);
+    return run_traces("replay", &o, NULL, NULL);
 }
 
 static int cmd_compare(int argc, char **argv) {
@@ -201,7 +201,7 @@ static int cmd_compare(int argc, char **argv) {
             return 1;
         }
     }
-    int status = run_traces("compare", &o, true, kept, &nkept);
+    int status = run_traces("compare", &o, kept, &nkept);
     if (o.svg) {
         char err[512];
         if (!report_svg(o.svg, kept, nkept, err, sizeof err)) {

@@ -165,15 +165,19 @@ static double cost(vms_cost_kind kind, uint64_t bytes) {
 
 /* ---------------------------------------------------------------- sizes */
 
+static uint64_t round_up(uint64_t x, uint64_t unit) {
+    return unit * ((x + unit - 1) / unit);
+}
+
 static uint64_t round_size(uint64_t size) {
     if (size < K_MIN_BLOCK_SIZE) return K_MIN_BLOCK_SIZE;
-    return K_MIN_BLOCK_SIZE * ((size + K_MIN_BLOCK_SIZE - 1) / K_MIN_BLOCK_SIZE);
+    return round_up(size, K_MIN_BLOCK_SIZE);
 }
 
 static uint64_t get_allocation_size(uint64_t size) {
     if (size <= K_SMALL_SIZE) return K_SMALL_BUFFER;
     if (size < K_MIN_LARGE_ALLOC) return K_LARGE_BUFFER;
-    return K_ROUND_LARGE * ((size + K_ROUND_LARGE - 1) / K_ROUND_LARGE);
+    return round_up(size, K_ROUND_LARGE);
 }
 
 static bool should_split(const policy *p, const pt_block *b, uint64_t size) {
@@ -184,9 +188,9 @@ static bool should_split(const policy *p, const pt_block *b, uint64_t size) {
 
 /* ---------------------------------------------------------------- merging */
 
-/* Merges src into dst if src is free with the same mapped state; returns the bytes subsumed. */
-static uint64_t try_merge_blocks(policy *p, pt_block *dst, pt_block *src) {
-    if (!src || src->allocated || dst->mapped != src->mapped) return 0;
+/* Merges src into dst if src is free with the same mapped state. */
+static void try_merge_blocks(policy *p, pt_block *dst, pt_block *src) {
+    if (!src || src->allocated || dst->mapped != src->mapped) return;
     if (dst->prev == src) { /* [src dst] */
         dst->addr = src->addr;
         dst->prev = src->prev;
@@ -195,20 +199,17 @@ static uint64_t try_merge_blocks(policy *p, pt_block *dst, pt_block *src) {
         dst->next = src->next;
         if (dst->next) dst->next->prev = dst;
     }
-    uint64_t subsumed = src->size;
-    dst->size += subsumed;
+    dst->size += src->size;
     if (src->mapped)
         blocks_erase(src);
     else
         unmapped_erase(src);
     block_delete(p, src);
-    return subsumed;
 }
 
 static void free_block(policy *p, pt_block *b) {
-    pt_block *candidates[2] = {b->prev, b->next};
-    for (int i = 0; i < 2; i++)
-        try_merge_blocks(p, b, candidates[i]);
+    try_merge_blocks(p, b, b->prev);
+    try_merge_blocks(p, b, b->next);
     blocks_insert(b);
 }
 
@@ -245,8 +246,7 @@ static pt_block *alloc_block_native(policy *p, pt_pool *pool, uint64_t alloc_siz
     /* Each segment lies below the previous one: the order of addresses breaks ties between
      * equal-size free blocks, and top-down placement is what reproduces the GPU's peaks to
      * the byte on all four bundled traces (bottom-up misses opt350-gen by 52 MiB). */
-    uint64_t addr =
-        p->cuda_malloc_top - K_ROUND_LARGE * ((alloc_size + K_ROUND_LARGE - 1) / K_ROUND_LARGE);
+    uint64_t addr = p->cuda_malloc_top - round_up(alloc_size, K_ROUND_LARGE);
     pt_block *b = block_new(p, pool, stream, addr, alloc_size);
     if (!b) return NULL;
     p->cuda_malloc_top = addr;
@@ -292,8 +292,8 @@ static pt_block *find_expandable_block(policy *p, pt_pool *pool, uint32_t stream
     pt_segment *seg = malloc(sizeof *seg);
     if (!seg) return NULL;
     seg->page_bytes = page;
-    seg->size_bytes = page * ((address_space + page - 1) / page);
-    seg->base = K_LARGE_BUFFER * ((p->next_segment_va + K_LARGE_BUFFER - 1) / K_LARGE_BUFFER);
+    seg->size_bytes = round_up(address_space, page);
+    seg->base = round_up(p->next_segment_va, K_LARGE_BUFFER);
     p->next_segment_va = seg->base + seg->size_bytes;
     pt_block *c = block_new(p, pool, stream, seg->base, seg->size_bytes);
     if (!c) {

@@ -157,10 +157,6 @@ replay_status replay_trace(const char *path, const policy_ops *const *policies, 
     uint64_t idx = 0, live_max = 0;
     uint32_t bucket = 0;
     uint64_t next_edge = out->points ? bucket_end(events, out->points, 1) : 0;
-    if (half == 0) { /* nothing before the halfway point */
-        for (int j = 0; j < npolicies; j++)
-            out->policy[j].modeled_seconds_first_half = 0.0;
-    }
     while (idx < events) {
         uint64_t limit = idx + BATCH_EVENTS;
         if (limit > next_edge) limit = next_edge;

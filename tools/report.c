@@ -28,6 +28,11 @@ static void json_real(FILE *out, double v) {
         fputs("null", out);
 }
 
+/* Header seconds: negative means absent. */
+static void json_seconds_or_null(FILE *out, double v) {
+    json_real(out, v >= 0 ? v : NAN);
+}
+
 static void json_int_or_null(FILE *out, int64_t v) {
     if (v >= 0)
         fprintf(out, "%lld", (long long)v);
@@ -71,7 +76,7 @@ void report_json(FILE *out, const replay_result *r, const replay_policy_result *
     fputs(",\"modeled_vmm_seconds_second_half\":", out);
     json_real(out, replay_modeled_second_half(p));
     fputs(",\"run_seconds\":", out);
-    json_real(out, h->pytorch_run_seconds >= 0 ? h->pytorch_run_seconds : NAN);
+    json_seconds_or_null(out, h->pytorch_run_seconds);
     fputs(",\"modeled_vmm_share_of_run\":", out);
     json_real(out, replay_share_of_run(r, p));
     fputs(",\"modeled_vmm_share_of_second_half\":", out);
@@ -99,9 +104,9 @@ void report_json(FILE *out, const replay_result *r, const replay_policy_result *
     fputs(",\"pytorch_steps\":", out);
     json_int_or_null(out, h->pytorch_steps);
     fputs(",\"pytorch_step_median_s\":", out);
-    json_real(out, h->pytorch_step_median_s >= 0 ? h->pytorch_step_median_s : NAN);
+    json_seconds_or_null(out, h->pytorch_step_median_s);
     fputs(",\"pytorch_run_seconds\":", out);
-    json_real(out, h->pytorch_run_seconds >= 0 ? h->pytorch_run_seconds : NAN);
+    json_seconds_or_null(out, h->pytorch_run_seconds);
     fputs("}}\n", out);
 }
 

@@ -388,21 +388,29 @@ static bool finish_line(trace_reader *r, cursor *c, const char *after, uint64_t 
     return false;
 }
 
-/* Messages are formatted only on error: parse_u64 leaves the cursor on a bad token. */
+/* Messages are formatted only on error: parse_u64 leaves the cursor on a bad token.
+ * parse_id reads the ID of an event; its messages name the event ("allocation" or "free") and
+ * the ID ("allocation ID" or "freed ID"). */
+static bool parse_id(trace_reader *r, cursor *c, const char *event, const char *id_name,
+                     uint64_t *id) {
+    char tok[40];
+    num_status s = parse_u64(c, id);
+    if (s == NUM_OK && *id < IDMAP_MAX_ID) return true;
+    if (s == NUM_MISSING)
+        set_error(r, r->line, "%s without an ID", event);
+    else if (s == NUM_OK)
+        set_error(r, r->line, "%s %llu is out of range", id_name, (unsigned long long)*id);
+    else
+        set_error(r, r->line, "%s '%s' %s", id_name, token_show(c, tok, sizeof tok),
+                  num_problem(s));
+    return false;
+}
+
 static trace_status parse_alloc(trace_reader *r, cursor *c, trace_event *ev) {
     char tok[40];
     uint64_t id, size, stream;
     num_status s;
-    if ((s = parse_u64(c, &id)) != NUM_OK || id >= IDMAP_MAX_ID) {
-        if (s == NUM_MISSING)
-            set_error(r, r->line, "allocation without an ID");
-        else if (s == NUM_OK)
-            set_error(r, r->line, "allocation ID %llu is out of range", (unsigned long long)id);
-        else
-            set_error(r, r->line, "allocation ID '%s' %s", token_show(c, tok, sizeof tok),
-                      num_problem(s));
-        return TRACE_ERROR;
-    }
+    if (!parse_id(r, c, "allocation", "allocation ID", &id)) return TRACE_ERROR;
     if ((s = parse_u64(c, &size)) != NUM_OK) {
         if (s == NUM_MISSING)
             set_error(r, r->line, "allocation of ID %llu without a size", (unsigned long long)id);
@@ -468,20 +476,9 @@ static trace_status parse_alloc(trace_reader *r, cursor *c, trace_event *ev) {
 }
 
 static trace_status parse_free(trace_reader *r, cursor *c, trace_event *ev) {
-    char tok[40];
     uint64_t id, size;
     uint32_t slot;
-    num_status s;
-    if ((s = parse_u64(c, &id)) != NUM_OK || id >= IDMAP_MAX_ID) {
-        if (s == NUM_MISSING)
-            set_error(r, r->line, "free without an ID");
-        else if (s == NUM_OK)
-            set_error(r, r->line, "freed ID %llu is out of range", (unsigned long long)id);
-        else
-            set_error(r, r->line, "freed ID '%s' %s", token_show(c, tok, sizeof tok),
-                      num_problem(s));
-        return TRACE_ERROR;
-    }
+    if (!parse_id(r, c, "free", "freed ID", &id)) return TRACE_ERROR;
     if (!finish_line(r, c, "the ID of free", id)) return TRACE_ERROR;
     if (!idmap_remove(&r->live, id, &size, &slot)) {
         if (idset_contains(&r->seen, id))

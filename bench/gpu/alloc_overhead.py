@@ -98,7 +98,7 @@ def main():
           "| trace | policy | ns/event | VMM calls | modeled VMM s | real replay s | "
           "peak reserved GiB |", "|---|---|---|---|---|---|---|"]
     for r in doc["cli"]:
-        calls = sum(v for v in r.get("vmm_calls", {}).values())
+        calls = sum(r.get("vmm_calls", {}).values())
         L.append("| %s | %s | %.0f | %d | %.4f | %.4f | %.3f |" % (
             r.get("workload"), r.get("policy"), r.get("ns_per_event") or 0, calls,
             r.get("modeled_vmm_seconds") or 0, r.get("replay_seconds") or 0,

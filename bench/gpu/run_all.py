@@ -49,6 +49,7 @@ def alloc_env(alloc, build):
         lib = os.path.join(build, "libvmstitch_torch.so")
         if os.path.isfile(lib) and "VMSTITCH_LIBRARY" not in env:
             env["VMSTITCH_LIBRARY"] = lib
+        env["VMSTITCH_TIME_CALLS"] = "1"  # the shim's time inside alloc/free per step
     return env
 
 
@@ -105,6 +106,19 @@ def run_one(job, args, tmp, deadline, log, extra=()):
     return res
 
 
+def print_status(job, res):
+    """One line per finished run: mode, workload, allocator, tag, seconds, outcome."""
+    status = ("skipped: " + res["skipped"]) if "skipped" in res else (
+        ("ERROR " + res["error"]) if "error" in res else "ok")
+    print("%-7s %-18s %-10s %s  %6.1fs  %s" % (job[0], job[1] or "-", job[2], job[3],
+                                               res.get("seconds", 0), status), flush=True)
+
+
+def max_abs_diff(xs, ys):
+    """The largest |x - y| over pairs (0.0 for none): how far two runs' losses drift apart."""
+    return max((abs(x - y) for x, y in zip(xs, ys)), default=0.0)
+
+
 def g(x):
     return "-" if x is None else "%.3f" % (x / GiB)
 
@@ -121,8 +135,7 @@ def summarize(results, args):
         nat_over = nat["driver"]["peak_delta_bytes"] - nat["memory"]["reserved_bytes.all.peak"]
         spread = None
         if native2 and "losses" in native2:
-            spread = max((abs(a - b) for a, b in zip(nat["losses"], native2["losses"])),
-                         default=0.0)
+            spread = max_abs_diff(nat["losses"], native2["losses"])
         rows = {}
         for a in ALLOCS:
             r = runs[a]
@@ -132,14 +145,10 @@ def summarize(results, args):
             m = r["memory"]
             reserved = m["reserved_bytes.all.peak"]
             over = r["driver"]["peak_delta_bytes"] - reserved
-            diff = max((abs(x - y) for x, y in zip(r["losses"], nat["losses"])), default=0.0)
+            diff = max_abs_diff(r["losses"], nat["losses"])
             # Same seed, so step i has the same shape in every run: the median of per-step
             # ratios is steadier than the ratio of medians over steps of different lengths.
-            half = len(nat["step_seconds"]) // 2  # steady state, as median_step in worker.py
-            pairs = [a_ / b_ for a_, b_ in zip(r["step_seconds"][half:], nat["step_seconds"][half:])
-                     if b_ > 0]
-            pairs.sort()
-            paired = pairs[len(pairs) // 2] if pairs else None
+            paired = paired_ratio(r, nat)
             rows[a] = {
                 "peak_reserved": reserved, "peak_requested": m["requested_bytes.all.peak"],
                 "peak_allocated": m["allocated_bytes.all.peak"],
@@ -267,17 +276,14 @@ def run_pool(args, tmp, deadline, log, results):
         kind, spec = t
         if kind == "fresh":
             r = fresh_search(*spec, args, tmp, deadline, log, results)
-            grid[spec[:4] + (spec[4],)] = r
+            grid[spec] = r
             msg = "largest %s" % r.get("largest_batch", r.get("error"))
             print("fresh   %-18s %-10s cap %-6g batches %d-%d: %s" % (
                 spec[0], spec[4], spec[3], spec[1], spec[2], msg), flush=True)
             return
         res = run_one(spec, args, tmp, deadline, log)
         results[spec] = res
-        status = ("skipped: " + res["skipped"]) if "skipped" in res else (
-            ("ERROR " + res["error"]) if "error" in res else "ok")
-        print("%-7s %-18s %-10s %s  %6.1fs  %s" % (spec[0], spec[1] or "-", spec[2], spec[3],
-                                                   res.get("seconds", 0), status), flush=True)
+        print_status(spec, res)
     with ThreadPoolExecutor(max_workers=args.parallel) as ex:
         list(ex.map(work, tasks))
     return grid
@@ -352,31 +358,30 @@ def timing_summary(results, args):
             rounds.append(runs)
         if not rounds:
             continue
-        per = {a: [paired_ratio(rd[a], rd["native"]) for rd in rounds] for a in ALLOCS}
-        noise = [paired_ratio(rounds[i + 1]["native"], rounds[i]["native"])
-                 for i in range(len(rounds) - 1)]
-        long_ = {a: [paired_ratio(rd[a], rd["native"], args.long_seq) for rd in rounds]
-                 for a in ALLOCS}
-        gpu = {a: [paired_ratio(rd[a], rd["native"], key="gpu_step_seconds") for rd in rounds]
-               for a in ALLOCS}
+
+        def per_round(a, **kw):  # allocator a against native, round by round
+            return [paired_ratio(rd[a], rd["native"], **kw) for rd in rounds]
+
+        def native_vs_next(**kw):  # the noise floor: native against the next round's native
+            return [paired_ratio(rounds[i + 1]["native"], rounds[i]["native"], **kw)
+                    for i in range(len(rounds) - 1)]
+        per = {a: per_round(a) for a in ("vmstitch", "expandable")}
+        long_ = {a: per_round(a, min_seq=args.long_seq) for a in ("vmstitch", "expandable")}
+        gpu = {a: per_round(a, key="gpu_step_seconds") for a in ("vmstitch", "expandable")}
         out[wl] = {"rounds": len(rounds),
                    "vmstitch_ratio_gpu_time": median(gpu["vmstitch"]),
                    "expandable_ratio_gpu_time": median(gpu["expandable"]),
                    "vmstitch_ratios_gpu_time": gpu["vmstitch"],
-                   "native_vs_native_gpu_time": [
-                       paired_ratio(rounds[i + 1]["native"], rounds[i]["native"],
-                                    key="gpu_step_seconds") for i in range(len(rounds) - 1)],
+                   "native_vs_native_gpu_time": native_vs_next(key="gpu_step_seconds"),
                    "vmstitch_ratio_long": median(long_["vmstitch"]),
                    "expandable_ratio_long": median(long_["expandable"]),
-                   "native_vs_native_long": [
-                       paired_ratio(rounds[i + 1]["native"], rounds[i]["native"], args.long_seq)
-                       for i in range(len(rounds) - 1)],
+                   "native_vs_native_long": native_vs_next(min_seq=args.long_seq),
                    "vmstitch_allocator_share": median(
                        [allocator_share(rd["vmstitch"]) for rd in rounds]),
                    "vmstitch_ratio": median(per["vmstitch"]),
                    "expandable_ratio": median(per["expandable"]),
                    "vmstitch_ratios": per["vmstitch"], "expandable_ratios": per["expandable"],
-                   "native_vs_native": noise,
+                   "native_vs_native": native_vs_next(),
                    "native_median_step_s": median([rd["native"]["median_step_s"]
                                                    for rd in rounds])}
     return out
@@ -395,7 +400,7 @@ def det_summary(results, args):
         def diff(r):
             if not r or "losses" not in r:
                 return None
-            return max((abs(x - y) for x, y in zip(r["losses"], base)), default=0.0)
+            return max_abs_diff(r["losses"], base)
         d = {"steps": len(base), "native_vs_native": diff(n2),
              "vmstitch": diff(runs["vmstitch"]), "expandable": diff(runs["expandable"])}
         d["vmstitch_equal"] = d["vmstitch"] is not None and d["vmstitch"] <= (
@@ -574,15 +579,12 @@ def main():
     with tempfile.TemporaryDirectory() as tmp, \
             open(os.path.join(args.out, "runs.log"), "w") as log:
         grid = run_pool(args, tmp, deadline, log, results)
-        order += [j for j in results]
+        order += list(results)
         for job in jobs:
             res = run_one(job, args, tmp, deadline, log)
             results[job] = res
             order.append(job)
-            status = ("skipped: " + res["skipped"]) if "skipped" in res else (
-                ("ERROR " + res["error"]) if "error" in res else "ok")
-            print("%-7s %-18s %-10s %s  %6.1fs  %s" % (job[0], job[1] or "-", job[2], job[3],
-                                                       res.get("seconds", 0), status), flush=True)
+            print_status(job, res)
             if "error" in res:
                 print(res.get("stderr_tail", "")[-1500:], flush=True)
             if "seconds" in res and "error" not in res:  # learn how long runs take here

@@ -50,6 +50,13 @@ MiB = 1 << 20
 GiB = 1 << 30
 
 
+def enabled_vmstitch():
+    """The vmstitch module when it serves this process's allocations (python -m vmstitch),
+    else None."""
+    vm = sys.modules.get("vmstitch")
+    return vm if vm is not None and vm.is_enabled() else None
+
+
 # ---------------------------------------------------------------- driver-side memory
 
 
@@ -171,8 +178,7 @@ def train(name, model, opt, steps, fixed=None):
     """fixed=(batch, seq): every step that shape (record mode); else the recipe's mix."""
     budget = "tok" in name
     times, losses, shapes, gpu_times = [], [], [], []
-    vm = sys.modules.get("vmstitch")
-    vm = vm if vm is not None and vm.is_enabled() else None
+    vm = enabled_vmstitch()
     alloc_ns, last_ns = [], vm.stats()["vmstitch.call_ns"] if vm else 0
     for _ in range(steps):
         if fixed:
@@ -230,8 +236,7 @@ def generate(model, steps):
 
 
 def allocator_name():
-    vm = sys.modules.get("vmstitch")
-    if vm is not None and vm.is_enabled():
+    if enabled_vmstitch():
         return "vmstitch"
     conf = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")
     return "expandable" if "expandable_segments:True" in conf else "native"
@@ -261,8 +266,8 @@ def environment():
         env["driver"] = v.decode() if isinstance(v, bytes) else v
     except Exception:  # noqa: BLE001
         env["driver"] = None
-    vm = sys.modules.get("vmstitch")
-    if vm is not None and vm.is_enabled():
+    vm = enabled_vmstitch()
+    if vm:
         try:
             env["vmstitch"] = vm.info()
         except Exception as e:  # noqa: BLE001
@@ -473,8 +478,7 @@ def run_trace(args):
             if ptr:
                 delete(ptr)
         return dt / len(ev) * 1e9
-    vm = sys.modules.get("vmstitch")
-    vm = vm if vm is not None and vm.is_enabled() else None
+    vm = enabled_vmstitch()
     ns0 = vm.stats()["vmstitch.call_ns"] if vm else 0
     calls0 = vm.stats()["vmstitch.calls"] if vm else 0
     passes = [one_pass(torch.cuda.caching_allocator_alloc, torch.cuda.caching_allocator_delete)

@@ -128,9 +128,17 @@ def _device_index(device):
     return torch.cuda._get_device_index(device, optional=True)
 
 
-def _allocator_ptr(device, create=False):
+def _allocator_ptr(device):
+    """The device's allocator if it has one yet (never creates one), else None."""
     lib = _lib.load()
-    return lib.vms_torch_allocator(int(device), 1 if create else 0)
+    return lib.vms_torch_allocator(int(device), 0)
+
+
+def _existing_allocator(device):
+    """As _allocator_ptr, and None before CUDA is initialized in this process."""
+    if not _torch().cuda.is_initialized():
+        return None
+    return _allocator_ptr(_device_index(device))
 
 
 def _raw_stats(a):
@@ -196,30 +204,21 @@ def stats(device=None):
 
 def reset_peak_stats(device=None):
     """Sets every peak to its current value (torch.cuda.reset_peak_memory_stats)."""
-    torch = _torch()
-    if not torch.cuda.is_initialized():
-        return
-    a = _allocator_ptr(_device_index(device))
+    a = _existing_allocator(device)
     if a:
         _check_status(_lib.load().vms_stats_reset_peak(a), "reset_peak_stats")
 
 
 def empty_cache(device=None):
     """Releases every chunk that holds no live allocation (torch.cuda.empty_cache)."""
-    torch = _torch()
-    if not torch.cuda.is_initialized():
-        return
-    a = _allocator_ptr(_device_index(device))
+    a = _existing_allocator(device)
     if a:
         _check_status(_lib.load().vms_empty_cache(a), "empty_cache")
 
 
 def check(device=None):
     """Walks every allocator structure; returns the number of invariant violations (0)."""
-    torch = _torch()
-    if not torch.cuda.is_initialized():
-        return 0
-    a = _allocator_ptr(_device_index(device))
+    a = _existing_allocator(device)
     return int(_lib.load().vms_check(a)) if a else 0
 
 

@@ -26,6 +26,7 @@
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <stdexcept>
@@ -36,11 +37,6 @@ extern "C" {
 // The backend's operation table, for the device's total memory (memory_fraction). Reached by a
 // relative path because the shim is built with -Iinclude only.
 #include "../../src/backend/backend.h"
-}
-
-extern "C" {
-// Defined in src/backend/cuda.c (not yet declared in vmstitch.h).
-vms_status vms_backend_cuda_describe(vms_backend *b, char *buf, size_t cap, size_t *len_out);
 }
 
 namespace {
@@ -58,16 +54,29 @@ std::mutex g_create_mu;
 std::atomic<int> g_shutdown{0};
 std::atomic<int> g_device_count{-1};
 std::atomic<uint64_t> g_free_errors{0};
-// Wall time spent inside alloc and free, and their number: what vmstitch adds to a training
-// step is at most this (PyTorch's own allocator costs something too), measured where a step
-// time comparison between runs is too noisy to show 2%. Two steady_clock reads (vDSO, ~20 ns
-// each) per call, against a round trip of about 2 us.
+// Wall time spent inside alloc and free, and their number, for benchmarks: what vmstitch adds
+// to a training step is at most this. Off unless VMSTITCH_TIME_CALLS=1, so that the two clock
+// reads and two shared atomic adds per call stay off everyone else's hot path. Read once, when
+// the library is loaded.
+bool time_calls_from_env() {
+    const char *v = std::getenv("VMSTITCH_TIME_CALLS");
+    if (!v || !*v || std::strcmp(v, "0") == 0) return false;
+    if (std::strcmp(v, "1") == 0) return true;
+    std::fprintf(stderr, "vmstitch: warning: VMSTITCH_TIME_CALLS=%s is not 0 or 1; call timing "
+                         "stays off\n", v);
+    return false;
+}
+const bool g_time_calls = time_calls_from_env();
 std::atomic<uint64_t> g_call_ns{0};
 std::atomic<uint64_t> g_calls{0};
 
 struct CallTimer {
-    std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+    std::chrono::steady_clock::time_point t0;
+    CallTimer() {
+        if (g_time_calls) t0 = std::chrono::steady_clock::now();
+    }
     ~CallTimer() {
+        if (!g_time_calls) return;
         auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
                       std::chrono::steady_clock::now() - t0)
                       .count();
@@ -327,7 +336,8 @@ VMS_API uint64_t vms_torch_free_errors(void) {
     return g_free_errors.load();
 }
 
-// Nanoseconds spent inside vms_torch_alloc and vms_torch_free so far, and how many calls.
+// Nanoseconds spent inside vms_torch_alloc and vms_torch_free so far, and how many calls
+// (both 0 unless VMSTITCH_TIME_CALLS=1).
 VMS_API uint64_t vms_torch_call_ns(uint64_t *calls) {
     if (calls) *calls = g_calls.load(std::memory_order_relaxed);
     return g_call_ns.load(std::memory_order_relaxed);

@@ -444,6 +444,47 @@ static vms_status ctx_leave(cuda_backend *b, ctx_scope *s, vms_status st) {
     return st;
 }
 
+/* Counts one successful call (per handle) and adds its modeled cost. */
+static void cu_count(cuda_backend *b, uint64_t *counter, double seconds) {
+    pthread_mutex_lock(&b->mu);
+    (*counter)++;
+    b->counters.modeled_seconds += seconds;
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* Lists a new chunk or mapping in its table and counts its call; -1 (nothing counted) when
+ * host memory runs out, and the caller must then undo the driver call: see cu_untracked. */
+static int cu_track(cuda_backend *b, sorted_vec *table, const void *rec, uint64_t *counter,
+                    double seconds) {
+    pthread_mutex_lock(&b->mu);
+    int ins = sv_insert(table, rec);
+    if (ins == 0) {
+        (*counter)++;
+        b->counters.modeled_seconds += seconds;
+    }
+    pthread_mutex_unlock(&b->mu);
+    return ins;
+}
+
+/* Drops a released chunk or an unmapped mapping from its table and counts its call. */
+static void cu_untrack(cuda_backend *b, sorted_vec *table, uint64_t key, uint64_t *counter,
+                       double seconds) {
+    pthread_mutex_lock(&b->mu);
+    size_t at;
+    if (sv_find(table, key, &at)) sv_erase(table, at);
+    (*counter)++;
+    b->counters.modeled_seconds += seconds;
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* The status after a chunk or mapping that could not be tracked was undone by the driver call
+ * undo (result r): we cannot track it, so we must not keep it. */
+static vms_status cu_untracked(cuda_backend *b, CUresult r, const char *undo, const char *what) {
+    if (r != CUDA_SUCCESS) return cu_fail(b, r, "%s (undoing an untracked %s)", undo, what);
+    backend_set_error("cuda device %d: no host memory to track a %s", b->ordinal, what);
+    return VMS_ENOMEM_HOST;
+}
+
 static vms_status cuda_granularity(vms_backend *vb, size_t *bytes) {
     *bytes = cb(vb)->granularity_bytes;
     return VMS_OK;
@@ -486,24 +527,11 @@ static vms_status cuda_chunk_create(vms_backend *vb, size_t bytes, vms_handle *o
         st = VMS_EBACKEND;
     } else {
         cu_chunk_rec rec = {h, bytes};
-        pthread_mutex_lock(&b->mu);
-        int ins = sv_insert(&b->chunks, &rec);
-        if (ins == 0) {
-            b->counters.create++;
-            b->counters.modeled_seconds += vms_cost_seconds(VMS_COST_CREATE, bytes);
-        }
-        pthread_mutex_unlock(&b->mu);
-        if (ins != 0) {
-            r = cu.MemRelease(h); /* we cannot track it, so we must not keep it */
-            if (r != CUDA_SUCCESS)
-                st = cu_fail(b, r, "cuMemRelease (undoing an untracked chunk)");
-            else {
-                backend_set_error("cuda device %d: no host memory to track a chunk", b->ordinal);
-                st = VMS_ENOMEM_HOST;
-            }
-        } else {
+        if (cu_track(b, &b->chunks, &rec, &b->counters.create,
+                     vms_cost_seconds(VMS_COST_CREATE, bytes)) != 0)
+            st = cu_untracked(b, cu.MemRelease(h), "cuMemRelease", "chunk");
+        else
             *out = (vms_handle)h;
-        }
     }
     return ctx_leave(b, &s, st);
 }
@@ -528,11 +556,8 @@ static vms_status cuda_chunk_release(vms_backend *vb, vms_handle h) {
     if (r != CUDA_SUCCESS) {
         st = cu_fail(b, r, "cuMemRelease(handle of %llu bytes)", (unsigned long long)bytes);
     } else {
-        pthread_mutex_lock(&b->mu);
-        if (sv_find(&b->chunks, h, &at)) sv_erase(&b->chunks, at);
-        b->counters.release++;
-        b->counters.modeled_seconds += vms_cost_seconds(VMS_COST_RELEASE, (size_t)bytes);
-        pthread_mutex_unlock(&b->mu);
+        cu_untrack(b, &b->chunks, h, &b->counters.release,
+                   vms_cost_seconds(VMS_COST_RELEASE, (size_t)bytes));
     }
     return ctx_leave(b, &s, st);
 }
@@ -549,10 +574,7 @@ static vms_status cuda_va_reserve(vms_backend *vb, size_t bytes, size_t align_by
         st = cu_fail(b, r, "cuMemAddressReserve(%zu bytes, alignment %zu)", bytes, align_bytes);
     } else {
         *out = (uintptr_t)p;
-        pthread_mutex_lock(&b->mu);
-        b->counters.reserve++;
-        b->counters.modeled_seconds += vms_cost_seconds(VMS_COST_RESERVE, bytes);
-        pthread_mutex_unlock(&b->mu);
+        cu_count(b, &b->counters.reserve, vms_cost_seconds(VMS_COST_RESERVE, bytes));
     }
     return ctx_leave(b, &s, st);
 }
@@ -566,10 +588,7 @@ static vms_status cuda_va_free(vms_backend *vb, uintptr_t addr, size_t bytes) {
     if (r != CUDA_SUCCESS) {
         st = cu_fail(b, r, "cuMemAddressFree(0x%llx, %zu bytes)", (unsigned long long)addr, bytes);
     } else {
-        pthread_mutex_lock(&b->mu);
-        b->counters.address_free++;
-        b->counters.modeled_seconds += vms_cost_seconds(VMS_COST_ADDRESS_FREE, bytes);
-        pthread_mutex_unlock(&b->mu);
+        cu_count(b, &b->counters.address_free, vms_cost_seconds(VMS_COST_ADDRESS_FREE, bytes));
     }
     return ctx_leave(b, &s, st);
 }
@@ -586,22 +605,8 @@ static vms_status cuda_map(vms_backend *vb, uintptr_t addr, size_t bytes, vms_ha
         return ctx_leave(b, &s, st);
     }
     cu_map_rec rec = {addr, bytes, h};
-    pthread_mutex_lock(&b->mu);
-    int ins = sv_insert(&b->maps, &rec);
-    if (ins == 0) {
-        b->counters.map++;
-        b->counters.modeled_seconds += vms_cost_seconds(VMS_COST_MAP, bytes);
-    }
-    pthread_mutex_unlock(&b->mu);
-    if (ins != 0) {
-        r = cu.MemUnmap((CUdeviceptr)addr, bytes);
-        if (r != CUDA_SUCCESS)
-            st = cu_fail(b, r, "cuMemUnmap (undoing an untracked mapping)");
-        else {
-            backend_set_error("cuda device %d: no host memory to track a mapping", b->ordinal);
-            st = VMS_ENOMEM_HOST;
-        }
-    }
+    if (cu_track(b, &b->maps, &rec, &b->counters.map, vms_cost_seconds(VMS_COST_MAP, bytes)) != 0)
+        st = cu_untracked(b, cu.MemUnmap((CUdeviceptr)addr, bytes), "cuMemUnmap", "mapping");
     return ctx_leave(b, &s, st);
 }
 
@@ -614,12 +619,7 @@ static vms_status cuda_unmap(vms_backend *vb, uintptr_t addr, size_t bytes) {
     if (r != CUDA_SUCCESS) {
         st = cu_fail(b, r, "cuMemUnmap(0x%llx, %zu bytes)", (unsigned long long)addr, bytes);
     } else {
-        pthread_mutex_lock(&b->mu);
-        size_t at;
-        if (sv_find(&b->maps, addr, &at)) sv_erase(&b->maps, at);
-        b->counters.unmap++;
-        b->counters.modeled_seconds += vms_cost_seconds(VMS_COST_UNMAP, bytes);
-        pthread_mutex_unlock(&b->mu);
+        cu_untrack(b, &b->maps, addr, &b->counters.unmap, vms_cost_seconds(VMS_COST_UNMAP, bytes));
     }
     return ctx_leave(b, &s, st);
 }
@@ -675,9 +675,7 @@ static vms_status cuda_event_record(vms_backend *vb, vms_stream stream, vms_even
         if (r2 != CUDA_SUCCESS) cu_also(b, r2, "cuEventDestroy");
         return ctx_leave(b, &s, st);
     }
-    pthread_mutex_lock(&b->mu);
-    b->counters.event_record++;
-    pthread_mutex_unlock(&b->mu);
+    cu_count(b, &b->counters.event_record, 0.0); /* events have no modeled cost */
     *out = (vms_event)ev;
     return ctx_leave(b, &s, VMS_OK);
 }
@@ -694,11 +692,7 @@ static vms_status cuda_event_query(vms_backend *vb, vms_event ev, bool *done) {
         *done = false;
     else
         st = cu_fail(b, r, "cuEventQuery");
-    if (st == VMS_OK) {
-        pthread_mutex_lock(&b->mu);
-        b->counters.event_query++;
-        pthread_mutex_unlock(&b->mu);
-    }
+    if (st == VMS_OK) cu_count(b, &b->counters.event_query, 0.0);
     return ctx_leave(b, &s, st);
 }
 
@@ -710,11 +704,8 @@ static vms_status cuda_event_sync(vms_backend *vb, vms_event ev) {
     CUresult r = cu.EventSynchronize((CUevent)ev);
     if (r != CUDA_SUCCESS)
         st = cu_fail(b, r, "cuEventSynchronize");
-    else {
-        pthread_mutex_lock(&b->mu);
-        b->counters.event_sync++;
-        pthread_mutex_unlock(&b->mu);
-    }
+    else
+        cu_count(b, &b->counters.event_sync, 0.0);
     return ctx_leave(b, &s, st);
 }
 
@@ -728,11 +719,8 @@ static vms_status cuda_device_sync(vms_backend *vb) {
     CUresult r = cu.CtxSynchronize();
     if (r != CUDA_SUCCESS)
         st = cu_fail(b, r, "cuCtxSynchronize");
-    else {
-        pthread_mutex_lock(&b->mu);
-        b->counters.event_sync++;
-        pthread_mutex_unlock(&b->mu);
-    }
+    else
+        cu_count(b, &b->counters.event_sync, 0.0);
     return ctx_leave(b, &s, st);
 }
 
@@ -767,20 +755,14 @@ static void cuda_event_destroy(vms_backend *vb, vms_event ev) {
 
 static vms_status cuda_stream_check(vms_backend *vb, vms_stream stream) {
     cuda_backend *b = cb(vb);
-    if (atomic_load_explicit(&b->dead, memory_order_relaxed)) return cu_dead(b);
-    /* Fast path: this sits on every allocation, and the calling thread almost always has the
-     * primary context current already (cuStreamIsCapturing of the NULL stream needs one). */
-    CUcontext cur = NULL;
-    CUresult r = cu.CtxGetCurrent(&cur);
-    if (r != CUDA_SUCCESS) return cu_fail(b, r, "cuCtxGetCurrent");
-    ctx_scope s = {NULL, 0};
-    vms_status st = VMS_OK;
-    if (cur != b->ctx) {
-        st = ctx_enter(b, &s);
-        if (st != VMS_OK) return st;
-    }
+    /* This sits on every allocation. The calling thread almost always has the primary context
+     * current already (cuStreamIsCapturing of the NULL stream needs one), and then ctx_enter
+     * costs one cuCtxGetCurrent and switches nothing. */
+    ctx_scope s;
+    vms_status st = ctx_enter(b, &s);
+    if (st != VMS_OK) return st;
     int status = CU_STREAM_CAPTURE_STATUS_NONE;
-    r = cu.StreamIsCapturing((CUstream)stream, &status);
+    CUresult r = cu.StreamIsCapturing((CUstream)stream, &status);
     if (r >= CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED && r <= CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD) {
         /* e.g. CUDA_ERROR_STREAM_CAPTURE_IMPLICIT: the legacy stream while another is captured */
         char err[256];
@@ -1035,8 +1017,7 @@ static void json_escape(char *dst, size_t cap, const char *src) {
  *    "cuda_driver_version":13000,"driver_release":"580.159.03","vmm_supported":true,
  *    "granularity_bytes":2097152,"recommended_granularity_bytes":2097152,
  *    "total_bytes":...,"free_bytes":...}
- * Written into buf (NUL-terminated, truncated to cap); *len_out gets the full length.
- * Not yet in vmstitch.h: the lead decides whether it goes there. */
+ * Written into buf (NUL-terminated, truncated to cap); *len_out gets the full length. */
 VMS_API vms_status vms_backend_cuda_describe(vms_backend *vb, char *buf, size_t cap,
                                              size_t *len_out) {
     if (!vb || vb->ops != &cuda_ops) {

@@ -263,9 +263,22 @@ static bool aligned(const sim_engine *e, uintptr_t v) {
     return (v & (e->granularity_bytes - 1)) == 0;
 }
 
-/* A range must be non-empty, granularity-aligned at both ends, and not wrap around. */
-static bool range_ok(const sim_engine *e, uintptr_t addr, size_t bytes) {
-    return bytes != 0 && aligned(e, addr) && aligned(e, bytes) && addr + bytes > addr;
+/* A chunk or reservation must be a positive multiple of the granularity. If not, says so for
+ * the call op and returns false. */
+static bool size_ok(const sim_engine *e, const char *op, size_t bytes) {
+    if (bytes != 0 && aligned(e, bytes)) return true;
+    backend_set_error("%s: %s of %zu bytes: not a positive multiple of the granularity (%zu)",
+                      e->ops.name, op, bytes, e->granularity_bytes);
+    return false;
+}
+
+/* A range must be non-empty, granularity-aligned at both ends, and not wrap around. If not,
+ * says so for the call op and returns false. */
+static bool range_ok(const sim_engine *e, const char *op, uintptr_t addr, size_t bytes) {
+    if (bytes != 0 && aligned(e, addr) && aligned(e, bytes) && addr + bytes > addr) return true;
+    backend_set_error("%s: %s at %#" PRIxPTR " of %zu bytes: not aligned to the granularity (%zu)",
+                      e->ops.name, op, addr, bytes, e->granularity_bytes);
+    return false;
 }
 
 /* ---------------------------------------------------------------- operations */
@@ -290,12 +303,7 @@ static vms_status sim_mem_info(vms_backend *b, size_t *free_bytes, size_t *total
 static vms_status sim_chunk_create(vms_backend *b, size_t bytes, vms_handle *out) {
     sim_engine *e = engine_of(b);
     if (!out) return VMS_EINVAL;
-    if (bytes == 0 || !aligned(e, bytes)) {
-        backend_set_error("%s: chunk_create of %zu bytes: not a positive multiple of the "
-                          "granularity (%zu)",
-                          e->ops.name, bytes, e->granularity_bytes);
-        return VMS_EINVAL;
-    }
+    if (!size_ok(e, "chunk_create", bytes)) return VMS_EINVAL;
     vms_status st = VMS_OK;
     pthread_mutex_lock(&e->mu);
     if (e->capacity_bytes &&
@@ -389,12 +397,7 @@ static bool fake_va_take(sim_engine *e, size_t bytes, size_t align, uintptr_t *o
 static vms_status sim_va_reserve(vms_backend *b, size_t bytes, size_t align_bytes, uintptr_t *out) {
     sim_engine *e = engine_of(b);
     if (!out) return VMS_EINVAL;
-    if (bytes == 0 || !aligned(e, bytes)) {
-        backend_set_error("%s: va_reserve of %zu bytes: not a positive multiple of the "
-                          "granularity (%zu)",
-                          e->ops.name, bytes, e->granularity_bytes);
-        return VMS_EINVAL;
-    }
+    if (!size_ok(e, "va_reserve", bytes)) return VMS_EINVAL;
     if (align_bytes & (align_bytes - 1)) {
         backend_set_error("%s: va_reserve: alignment %zu is not a power of two", e->ops.name,
                           align_bytes);
@@ -458,12 +461,7 @@ done:
 
 static vms_status sim_map(vms_backend *b, uintptr_t addr, size_t bytes, vms_handle h) {
     sim_engine *e = engine_of(b);
-    if (!range_ok(e, addr, bytes)) {
-        backend_set_error("%s: map at %#" PRIxPTR " of %zu bytes: not aligned to the granularity "
-                          "(%zu)",
-                          e->ops.name, addr, bytes, e->granularity_bytes);
-        return VMS_EINVAL;
-    }
+    if (!range_ok(e, "map", addr, bytes)) return VMS_EINVAL;
     vms_status st = VMS_EINVAL;
     pthread_mutex_lock(&e->mu);
     chunk_slot *s = chunk_find(e, h);
@@ -535,12 +533,7 @@ done:
 
 static vms_status sim_set_access(vms_backend *b, uintptr_t addr, size_t bytes) {
     sim_engine *e = engine_of(b);
-    if (!range_ok(e, addr, bytes)) {
-        backend_set_error("%s: set_access at %#" PRIxPTR " of %zu bytes: not aligned to the "
-                          "granularity (%zu)",
-                          e->ops.name, addr, bytes, e->granularity_bytes);
-        return VMS_EINVAL;
-    }
+    if (!range_ok(e, "set_access", addr, bytes)) return VMS_EINVAL;
     vms_status st = VMS_EINVAL;
     pthread_mutex_lock(&e->mu);
     /* Check the whole range before touching anything, then count per mapping: the driver's
@@ -654,7 +647,8 @@ static vms_status sim_device_sync(vms_backend *b) {
     }
     e->counters.event_sync++;
     pthread_mutex_unlock(&e->mu);
-    if (st != VMS_OK) backend_set_error("%s: device_sync: a held stream cannot complete", e->ops.name);
+    if (st != VMS_OK)
+        backend_set_error("%s: device_sync: a held stream cannot complete", e->ops.name);
     return st;
 }
 

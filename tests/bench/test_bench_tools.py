@@ -98,9 +98,15 @@ def run(steps, gpu=None, shapes=None, ns=None):
 
 class StepTimes(unittest.TestCase):
     def test_paired_ratio_uses_the_second_half_and_pairs_steps(self):
-        base = run([9, 9, 1.0, 2.0, 4.0, 8.0])
-        other = run([1, 1, 1.1, 2.2, 4.4, 8.8])  # 10% slower at every steady step
+        base = run([1, 1, 1, 2.0, 4.0, 8.0])
+        # 10% slower at every steady step; 9x slower in the first half, which must not count
+        # (over all six steps the median ratio would be 9).
+        other = run([9, 9, 9, 2.2, 4.4, 8.8])
         self.assertAlmostEqual(run_all.paired_ratio(other, base), 1.1)
+        # The same steady times in another order: step i is paired with step i, so the ratios
+        # are 4.4, 0.55, 0.55 (a ratio of medians, or of sorted times, would say 1.1).
+        shuffled = run([9, 9, 9, 8.8, 2.2, 4.4])
+        self.assertAlmostEqual(run_all.paired_ratio(shuffled, base), 0.55)
 
     def test_min_seq_keeps_only_long_steps(self):
         shapes = [[4, 128], [4, 2048]] * 4

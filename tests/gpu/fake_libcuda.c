@@ -129,69 +129,40 @@ EXPORT CUresult cuDriverGetVersion(int *v) {
     return OK;
 }
 
+/* What the real driver says for the codes this emulation returns; other codes get a generic
+ * entry, as an unknown code does from the real one. */
+static const struct {
+    CUresult code;
+    const char *name, *text;
+} errors[] = {
+    {OK, "CUDA_SUCCESS", "no error"},
+    {INVALID_VALUE, "CUDA_ERROR_INVALID_VALUE", "invalid argument"},
+    {OUT_OF_MEMORY, "CUDA_ERROR_OUT_OF_MEMORY", "out of memory"},
+    {NOT_INITIALIZED, "CUDA_ERROR_NOT_INITIALIZED", "initialization error"},
+    {NO_DEVICE, "CUDA_ERROR_NO_DEVICE", "no CUDA-capable device is detected"},
+    {INVALID_CONTEXT, "CUDA_ERROR_INVALID_CONTEXT", "invalid device context"},
+    {CAPTURE_UNSUPPORTED, "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED",
+     "operation not permitted when stream is capturing"},
+    {CAPTURE_INVALIDATED, "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED",
+     "operation failed due to a previous error during capture"},
+};
+
+static size_t error_index(CUresult r) {
+    size_t n = sizeof errors / sizeof errors[0];
+    for (size_t i = 0; i < n; i++)
+        if (errors[i].code == r) return i;
+    return n;
+}
+
 EXPORT CUresult cuGetErrorString(CUresult r, const char **s) {
-    switch (r) {
-    case OK:
-        *s = "no error";
-        break;
-    case INVALID_VALUE:
-        *s = "invalid argument";
-        break;
-    case OUT_OF_MEMORY:
-        *s = "out of memory";
-        break;
-    case NOT_INITIALIZED:
-        *s = "initialization error";
-        break;
-    case NO_DEVICE:
-        *s = "no CUDA-capable device is detected";
-        break;
-    case INVALID_CONTEXT:
-        *s = "invalid device context";
-        break;
-    case CAPTURE_UNSUPPORTED:
-        *s = "operation not permitted when stream is capturing";
-        break;
-    case CAPTURE_INVALIDATED:
-        *s = "operation failed due to a previous error during capture";
-        break;
-    default:
-        *s = "emulated driver error";
-        break;
-    }
+    size_t i = error_index(r);
+    *s = i < sizeof errors / sizeof errors[0] ? errors[i].text : "emulated driver error";
     return OK;
 }
 
 EXPORT CUresult cuGetErrorName(CUresult r, const char **s) {
-    switch (r) {
-    case OK:
-        *s = "CUDA_SUCCESS";
-        break;
-    case INVALID_VALUE:
-        *s = "CUDA_ERROR_INVALID_VALUE";
-        break;
-    case OUT_OF_MEMORY:
-        *s = "CUDA_ERROR_OUT_OF_MEMORY";
-        break;
-    case NOT_INITIALIZED:
-        *s = "CUDA_ERROR_NOT_INITIALIZED";
-        break;
-    case NO_DEVICE:
-        *s = "CUDA_ERROR_NO_DEVICE";
-        break;
-    case INVALID_CONTEXT:
-        *s = "CUDA_ERROR_INVALID_CONTEXT";
-        break;
-    case CAPTURE_UNSUPPORTED:
-        *s = "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED";
-        break;
-    case CAPTURE_INVALIDATED:
-        *s = "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED";
-        break;
-    default:
-        *s = "CUDA_ERROR_UNKNOWN";
-        break;
-    }
+    size_t i = error_index(r);
+    *s = i < sizeof errors / sizeof errors[0] ? errors[i].name : "CUDA_ERROR_UNKNOWN";
     return OK;
 }
 

@@ -16,6 +16,10 @@ import textwrap
 import threading
 import time
 
+# enable_basic checks the call-time counters, which are on only with this set before the
+# library loads.
+os.environ.setdefault("VMSTITCH_TIME_CALLS", "1")
+
 TESTS = {}
 MiB = 1 << 20
 GiB = 1 << 30
