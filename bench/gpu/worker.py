@@ -21,6 +21,7 @@ Modes:
   micro        torch.empty + release round trip, 4 KiB, 8 MiB and 256 MiB, microseconds.
 
   timing       train's steps alone in the process (no driver polling), for step times.
+  serve        the steps lockstep.py gives out, one per line on stdin (see run_serve).
   record       an allocation trace of --steps steps at (--batch, --seq) after the model is
                built, for offline replay under a cap (--trace OUT.trace.gz).
   trace        a recorded trace (--trace) replayed --passes times through
@@ -174,36 +175,45 @@ def prepare_training(name, model, targets):
     return model, opt
 
 
+def recipe_shape(name):
+    """The recipe's next (batch, seq): a random sequence length; batch 4, or a token budget."""
+    L = random.choice([128, 256, 384, 512, 768, 1024, 1536, 2048])
+    return (max(1, 8 * 512 // L) if "tok" in name else 4), L
+
+
+def train_step(model, opt, bs, L):
+    """One training step at (bs, L): wall seconds, GPU seconds (CUDA events), loss."""
+    ids = torch.randint(0, 30000, (bs, L), device="cuda")
+    e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    t0 = time.perf_counter()
+    e0.record()
+    out = model(input_ids=ids, labels=ids)
+    out.loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    e1.record()
+    torch.cuda.synchronize()
+    wall = time.perf_counter() - t0
+    loss = out.loss.item()
+    del out, ids
+    # The stream's time from the step's first kernel to its last: the same as wall time when
+    # the GPU is the bottleneck, and free of the host's scheduling noise then.
+    return wall, e0.elapsed_time(e1) * 1e-3, loss
+
+
 def train(name, model, opt, steps, fixed=None):
     """fixed=(batch, seq): every step that shape (record mode); else the recipe's mix."""
-    budget = "tok" in name
     times, losses, shapes, gpu_times = [], [], [], []
     vm = enabled_vmstitch()
     alloc_ns, last_ns = [], vm.stats()["vmstitch.call_ns"] if vm else 0
     for _ in range(steps):
-        if fixed:
-            bs, L = fixed
-        else:
-            L = random.choice([128, 256, 384, 512, 768, 1024, 1536, 2048])
-            bs = max(1, 8 * 512 // L) if budget else 4
-        ids = torch.randint(0, 30000, (bs, L), device="cuda")
-        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        t0 = time.perf_counter()
-        e0.record()
-        out = model(input_ids=ids, labels=ids)
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        e1.record()
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-        # The stream's time from the step's first kernel to its last: the same as wall time
-        # when the GPU is the bottleneck, and free of the host's scheduling noise then.
-        gpu_times.append(e0.elapsed_time(e1) * 1e-3)
-        losses.append(out.loss.item())
+        bs, L = fixed if fixed else recipe_shape(name)
+        wall, gpu, loss = train_step(model, opt, bs, L)
+        times.append(wall)
+        gpu_times.append(gpu)
+        losses.append(loss)
         shapes.append([bs, L])
-        del out, ids
-        if vm:  # outside the timed part; the frees just above count for this step
+        if vm:  # outside the timed part; the step's frees count for this step
             ns = vm.stats()["vmstitch.call_ns"]
             alloc_ns.append(ns - last_ns)
             last_ns = ns
@@ -330,6 +340,45 @@ def run_workload(args):
         "max_memory_reserved": torch.cuda.max_memory_reserved(),
         "max_memory_allocated": torch.cuda.max_memory_allocated(),
     }
+
+
+def run_serve(args):
+    """Lockstep steps for bench/gpu/lockstep.py: the model built, then one training step per
+    command read from stdin ("step BATCH SEQ"), each answered on stdout by a line "@@ {json}"
+    (wall and GPU seconds, loss, vmstitch's time inside alloc/free); "quit" writes the --json
+    report and ends. The coordinator runs one process per allocator and gives the steps out
+    in turn, so that every allocator's step i runs within a second of the others' and the
+    host's slow drift (which moved native's own median by up to 42% between runs) cancels."""
+    seed_all()
+    if args.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.cuda.init()
+    model, targets, where = make_model(args.workload, eager_attention=args.deterministic)
+    model, opt = prepare_training(args.workload, model, targets)
+    vm = enabled_vmstitch()
+
+    def reply(obj):
+        sys.stdout.write("@@ " + json.dumps(obj) + "\n")
+        sys.stdout.flush()
+    reply({"ready": True, "built_on": where, "env": environment()})
+    steps = 0
+    for line in sys.stdin:
+        cmd = line.split()
+        if not cmd:
+            continue
+        if cmd[0] == "quit":
+            break
+        if cmd[0] != "step" or len(cmd) != 3:
+            reply({"error": "bad command %r" % line.strip()})
+            continue
+        ns0 = vm.stats()["vmstitch.call_ns"] if vm else 0
+        wall, gpu, loss = train_step(model, opt, int(cmd[1]), int(cmd[2]))
+        ns = (vm.stats()["vmstitch.call_ns"] - ns0) if vm else None
+        steps += 1
+        reply({"wall": wall, "gpu": gpu, "loss": loss, "alloc_ns": ns})
+    stats = torch.cuda.memory_stats()
+    return {"mode": "serve", "workload": args.workload, "env": environment(), "steps": steps,
+            "memory": memory_report(stats)}
 
 
 def run_record(args):
@@ -521,7 +570,7 @@ def run_micro(args):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("mode", choices=["train", "gen", "timing", "bisect", "micro", "record",
-                                     "trace"])
+                                     "trace", "serve"])
     ap.add_argument("--workload", default="opt350-lora-rc")
     ap.add_argument("--json", required=True)
     ap.add_argument("--steps", type=int, default=20)
@@ -545,6 +594,8 @@ def main():
         res = run_trace(args)
     elif args.mode == "bisect":
         res = run_bisect(args)
+    elif args.mode == "serve":
+        res = run_serve(args)
     else:
         res = run_micro(args)
     res["wall_seconds"] = time.perf_counter() - t0

@@ -7,6 +7,7 @@ worker processes are replaced by functions. Standard library only.
     python3 tests/bench/test_bench_tools.py
 """
 import gzip
+import json
 import os
 import sys
 import tempfile
@@ -17,6 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "bench", "gpu"))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 import run_all  # noqa: E402
+import lockstep  # noqa: E402
 import batch_inprocess  # noqa: E402
 import batch_replay  # noqa: E402
 
@@ -138,6 +140,87 @@ class StepTimes(unittest.TestCase):
         results[("timing", "w", "native", "r2")] = run([1.0] * 4)
         t = run_all.timing_summary(results, fake_args())["w"]
         self.assertEqual(t["rounds"], 1)
+
+
+class Lockstep(unittest.TestCase):
+    """bench/gpu/lockstep.py end to end over stand-in workers (tests/bench/fake_serve_worker.py):
+    the step order, the warm-up, the ratios and the verdict."""
+
+    def run_lockstep(self, factors, *extra):
+        tmp = tempfile.mkdtemp()
+        order = os.path.join(tmp, "order.log")
+        open(order, "w").close()
+        os.environ.update(FAKE_FACTORS=factors, FAKE_ORDER_LOG=order)
+        cmd = "%s %s" % (sys.executable, os.path.join(ROOT, "tests", "bench",
+                                                      "fake_serve_worker.py"))
+        rc = lockstep.main(["--out", tmp, "--workloads", "w", "--steps", "12",
+                            "--worker-cmd", cmd, "--build-timeout-s", "30"] + list(extra))
+        with open(os.path.join(tmp, "lockstep.json")) as f:
+            res = json.load(f)["results"]["w"]
+        with open(order) as f:
+            lines = [ln.split() for ln in f]
+        return rc, res, lines
+
+    def test_every_allocator_runs_step_i_before_any_runs_the_next(self):
+        rc, res, lines = self.run_lockstep("vmstitch=1.05,expandable=0.9")
+        self.assertEqual(rc, 0)
+        n = len(lockstep.ALLOCS)
+        warm = len(lockstep.warmup_shapes(lockstep.plan_shapes("w", "mix", 12), 2))
+        self.assertEqual(len(lines), n * (warm + 12))
+        measured = lines[n * warm:]
+        shapes = lockstep.plan_shapes("w", "mix", 12)
+        for i in range(12):
+            group = measured[n * i:n * (i + 1)]
+            self.assertEqual(sorted(g[0] for g in group), sorted(lockstep.ALLOCS))
+            self.assertTrue(all((int(g[1]), int(g[2])) == shapes[i] for g in group))
+            self.assertEqual(group[0][0], lockstep.ALLOCS[i % n])  # the order rotates
+        # Every distinct shape ran on every allocator before the first measured step.
+        for a in lockstep.ALLOCS:
+            seen = {(int(g[1]), int(g[2])) for g in lines[:n * warm] if g[0] == a}
+            self.assertEqual(seen, set(shapes))
+
+    def test_ratios_and_verdict(self):
+        _, res, _ = self.run_lockstep("vmstitch=1.05,expandable=0.9")
+        s = res["summary"]
+        self.assertAlmostEqual(s["vmstitch"]["ratio"], 1.05)
+        self.assertAlmostEqual(s["vmstitch"]["ratio_gpu"], 1.05)
+        self.assertAlmostEqual(s["expandable"]["ratio"], 0.9)
+        self.assertAlmostEqual(s["native2"]["ratio"], 1.0)
+        self.assertAlmostEqual(s["vmstitch"]["loss_max_abs_diff"], 0.0)
+        self.assertIsNotNone(s["vmstitch"]["allocator_share"])
+        self.assertIsNone(s["native"].get("allocator_share"))
+        self.assertFalse(res["verdict"]["met"])
+        self.assertTrue(res["verdict"]["resolvable"])
+        _, res, _ = self.run_lockstep("vmstitch=1.01")
+        self.assertTrue(res["verdict"]["met"])
+
+    def test_pairs_steps_not_sorted_times(self):
+        steps = {"native": [{"wall": w, "gpu": w, "loss": 0} for w in (1.0, 2.0, 4.0)],
+                 "vmstitch": [{"wall": w, "gpu": w, "loss": 0} for w in (4.0, 1.0, 2.0)]}
+        s = lockstep.summarize(steps)
+        self.assertAlmostEqual(s["vmstitch"]["ratio"], 0.5)  # ratios 4, 0.5, 0.5
+        self.assertAlmostEqual(s["vmstitch"]["ratio_of_medians"], 1.0)
+
+    def test_noisy_floor_is_not_resolvable(self):
+        v = lockstep.verdict({"vmstitch": {"ratio": 1.0}, "native2": {"ratio": 1.03}})
+        self.assertTrue(v["met"])
+        self.assertFalse(v["resolvable"])
+
+    def test_a_worker_that_dies_is_an_error_not_a_hang(self):
+        os.environ["FAKE_FAIL"] = "expandable"
+        try:
+            rc, res, lines = self.run_lockstep("")
+        finally:
+            del os.environ["FAKE_FAIL"]
+        self.assertEqual(rc, 1)
+        self.assertIn("expandable: worker ended", res["error"])
+        self.assertEqual(lines, [])
+
+    def test_fixed_shape(self):
+        self.assertEqual(lockstep.plan_shapes("w", "4,2048", 3), [(4, 2048)] * 3)
+        tok = lockstep.plan_shapes("x-tok", "mix", 50)
+        self.assertTrue(all(b == max(1, 4096 // L) for b, L in tok))
+        self.assertTrue(all(b == 4 for b, _ in lockstep.plan_shapes("w", "mix", 50)))
 
 
 class Losses(unittest.TestCase):
