@@ -26,6 +26,28 @@ DEFAULT_TRACES = [os.path.join(ROOT, "data", "traces", t)
                   for t in ("gpt2m-full.trace.gz", "opt350-lora-rc.trace.gz")]
 
 
+def build_torch_replay(tmp):
+    """torch_replay.cpp built against the installed torch: (path, None), or (None, why)."""
+    try:
+        import torch
+        from torch.utils import cpp_extension
+    except ImportError as e:
+        return None, "no torch: %s" % e
+    tdir = os.path.dirname(torch.__file__)
+    inc = [os.path.join(tdir, "include")] + [os.path.join(p, "include") for p in (
+        os.environ.get("CUDA_HOME") or cpp_extension.CUDA_HOME or "/usr/local/cuda",)]
+    so = os.path.join(tmp, "torch_replay.so")
+    cmd = ["g++", "-O2", "-std=c++17", "-shared", "-fPIC",
+           "-D_GLIBCXX_USE_CXX11_ABI=%d" % int(torch._C._GLIBCXX_USE_CXX11_ABI)] + [
+        "-I" + i for i in inc] + [os.path.join(HERE, "torch_replay.cpp"),
+                                  "-L" + os.path.join(tdir, "lib"), "-lc10", "-lc10_cuda",
+                                  "-Wl,-rpath," + os.path.join(tdir, "lib"), "-o", so]
+    c = subprocess.run(cmd, capture_output=True, text=True)
+    if c.returncode != 0:
+        return None, (" ".join(cmd) + "\n" + c.stderr)[-1500:]
+    return so, None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
@@ -36,20 +58,23 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     args = types.SimpleNamespace(build=os.path.abspath(a.build), estimate={}, run_timeout_s=150,
                                  steps=0, gen_steps=0, cap_gib=0, seq=0)
-    doc = {"python": {}, "cli": []}
+    doc = {"python": {}, "cxx": {}, "cli": []}
     with tempfile.TemporaryDirectory() as tmp, open(os.path.join(a.out, "overhead_runs.log"),
                                                     "w") as log:
+        cxx, doc["cxx_build"] = build_torch_replay(tmp)
         for t in a.traces:
             name = os.path.basename(t).replace(".trace.gz", "")
-            for alloc in run_all.ALLOCS:
-                r = run_all.run_one(("trace", name, alloc, "1"), args, tmp, 1e18, log,
-                                    extra=("--trace", os.path.abspath(t),
-                                           "--passes", str(a.passes)))
-                doc["python"].setdefault(name, {})[alloc] = r
-                print(name, alloc, {k: r.get(k) for k in ("ns_per_event_steady",
-                                                           "loop_ns_per_event",
-                                                           "vmstitch_ns_per_call_inside",
-                                                           "error")}, flush=True)
+            for via in (["python", "cxx"] if cxx else ["python"]):
+                for alloc in run_all.ALLOCS:
+                    extra = ["--trace", os.path.abspath(t), "--passes", str(a.passes)]
+                    if via == "cxx":
+                        extra += ["--cxx", cxx]
+                    r = run_all.run_one(("trace", name, alloc, via), args, tmp, 1e18, log,
+                                        extra=extra)
+                    doc[via].setdefault(name, {})[alloc] = r
+                    print(via, name, alloc, {k: r.get(k) for k in (
+                        "ns_per_event_steady", "ns_per_event_passes", "loop_ns_per_event",
+                        "vmstitch_ns_per_call_inside", "error")}, flush=True)
         cli = os.path.join(a.build, "vmstitch")
         doc["cli_stderr"] = ""
         for policy in ("vmstitch", "vmstitch-cuda"):  # apart: one failing keeps the other
@@ -65,10 +90,10 @@ def main():
         exe = os.path.join(tmp, "hot_path_bench")
         c = subprocess.run(["cc", "-O2", "-std=c11", "-D_GNU_SOURCE", "-I" + os.path.join(
             ROOT, "include"), os.path.join(HERE, "hot_path_bench.c"),
-            os.path.join(a.build, "libvmstitch.a"), "-ldl", "-lpthread", "-lm", "-o", exe],
+            os.path.join(a.build, "libvmstitch.a"), "-lz", "-ldl", "-lpthread", "-lm", "-o", exe],
             capture_output=True, text=True)
         if c.returncode == 0:
-            h = subprocess.run([exe], capture_output=True, text=True, timeout=120)
+            h = subprocess.run([exe] + a.traces, capture_output=True, text=True, timeout=240)
             try:
                 doc["hot_path"] = json.loads(h.stdout)
             except ValueError:
@@ -93,6 +118,23 @@ def main():
             name, f0(g("native")), f0(g("expandable")), f0(g("vmstitch")),
             f0(g("native", "loop_ns_per_event")), f0(diff),
             f0(g("vmstitch", "vmstitch_ns_per_call_inside"))))
+    if doc["cxx"]:
+        L += ["", "The same events from C++ (torch_replay.cpp: raw_alloc_with_stream / raw_delete "
+              "in a loop, no Python between the calls), ns per event, passes 2+ (each pass):\n",
+              "| trace | native | expandable | vmstitch | vmstitch - native |", "|---|---|---|---|---|"]
+        for name, d in doc["cxx"].items():
+            def cell(al):
+                r = d.get(al, {})
+                if r.get("ns_per_event_steady") is None:
+                    return "-"
+                return "%.0f (%s)" % (r["ns_per_event_steady"], " ".join(
+                    "%.0f" % x for x in r.get("ns_per_event_passes", [])))
+            nv, vv = (d.get(al, {}).get("ns_per_event_steady") for al in ("native", "vmstitch"))
+            L.append("| %s | %s | %s | %s | %s |" % (name, cell("native"), cell("expandable"),
+                                                     cell("vmstitch"),
+                                                     "-" if not (nv and vv) else "%.0f" % (vv - nv)))
+    elif doc.get("cxx_build"):
+        L += ["", "C++ replay not built: " + doc["cxx_build"][-300:]]
     L += ["", "The C core alone (CLI replay; time inside vms_malloc/vms_free; on the real driver "
           "it includes the driver's VMM calls and the capture check):\n",
           "| trace | policy | ns/event | VMM calls | modeled VMM s | real replay s | "

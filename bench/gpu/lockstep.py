@@ -66,10 +66,12 @@ class Worker:
     """One allocator's process; replies ("@@ {json}" lines on its stdout) are queued by a
     reader thread, so that a hung worker costs a timeout rather than the whole run."""
 
-    def __init__(self, name, cmd, env, log):
+    def __init__(self, name, cmd, env, log, cpus=None):
         self.name = name
-        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=log, text=True, bufsize=1)
+        pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None  # before exec: all
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE,  # threads inherit it
+                                     stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1,
+                                     preexec_fn=pin)
         self.replies = queue.Queue()
         self.other = []  # the worker's other stdout lines, for the log
         threading.Thread(target=self._read, daemon=True).start()
@@ -113,7 +115,30 @@ def worker_cmd(args, alloc, workload, json_out):
     else:
         cmd = [sys.executable] + (["-m", "vmstitch"] if alloc == "vmstitch" else []) + [
             run_all.WORKER, "serve"]
-    return cmd + ["--workload", workload, "--json", json_out]
+    return cmd + ["--workload", workload, "--json", json_out] + (["--spin"] if args.spin else [])
+
+
+def physical_cores(allowed):
+    """The allowed logical CPUs grouped by physical core (SMT siblings together), in order."""
+    cores = {}
+    for cpu in sorted(allowed):
+        try:
+            with open("/sys/devices/system/cpu/cpu%d/topology/thread_siblings_list" % cpu) as f:
+                key = f.read().strip()
+        except OSError:
+            key = str(cpu)
+        cores.setdefault(key, []).append(cpu)
+    return list(cores.values())
+
+
+def cpu_sets(nworkers, per_worker, cores):
+    """Each worker's own CPUs: per_worker physical cores, one logical CPU of each, no two
+    workers on one core (nor on the first core, where the system's own work tends to run).
+    None when there are not enough cores: then nothing is pinned."""
+    cores = cores[1:]
+    if len(cores) < nworkers * per_worker:
+        return None
+    return [[cores[w * per_worker + k][0] for k in range(per_worker)] for w in range(nworkers)]
 
 
 def run_workload(args, workload, log):
@@ -122,12 +147,17 @@ def run_workload(args, workload, log):
     shapes = plan_shapes(workload, args.shape, args.steps)
     warm = warmup_shapes(shapes, args.warmup_passes)
     workers = {}
+    # Pinned, each to cores of its own (the main thread and autograd's device thread), so that
+    # no allocator's steps share a core with another's or move between cores of other speeds.
+    sets = cpu_sets(len(args.allocs), 2, physical_cores(os.sched_getaffinity(0))) \
+        if args.pin else None
     try:
-        for a in args.allocs:
+        for i, a in enumerate(args.allocs):
             base = "native" if a.startswith("native") else a
             out = os.path.join(args.out, "serve-%s-%s.json" % (workload, a))
             workers[a] = Worker(a, worker_cmd(args, a, workload, out),
-                                run_all.alloc_env(base, args.build), log)
+                                run_all.alloc_env(base, args.build), log,
+                                cpus=sets[i] if sets else None)
         ready = {a: w.ask(None, args.build_timeout_s)  # built concurrently
                  for a, w in workers.items()}
         for i, (b, L) in enumerate(warm):
@@ -178,6 +208,9 @@ def summarize(steps, base="native"):
         if ns and all(x is not None for x in ns):
             wall = sum(r["wall"] for r in rs)
             d["allocator_share"] = sum(ns) * 1e-9 / wall if wall > 0 else None
+            calls = sum(r.get("alloc_calls") or 0 for r in rs)
+            d["alloc_ns_per_call"] = sum(ns) / calls if calls else None
+            d["alloc_calls_per_step"] = calls / len(rs) if rs else None
         out[a] = d
     return out
 
@@ -213,8 +246,9 @@ def table(results, meta):
             lines.append("| %s | %s | %s | %.4f | %s | %s | %s | %s | %s |" % (
                 wl, res["shape"], a, d["median_step_s"], r("ratio"), r("ratio_gpu"),
                 "-" if d.get("ratio_of_medians") is None else "%.3f" % d["ratio_of_medians"],
-                "-" if d.get("allocator_share") is None else "%.2f%%" % (
-                    100 * d["allocator_share"]),
+                "-" if d.get("allocator_share") is None else "%.2f%% (%.0f ns x %.0f calls)" % (
+                    100 * d["allocator_share"], d.get("alloc_ns_per_call") or 0,
+                    d.get("alloc_calls_per_step") or 0),
                 "-" if d.get("loss_max_abs_diff") is None else "%.1e" % d["loss_max_abs_diff"]))
     lines.append("")
     for wl, res in results.items():
@@ -240,6 +274,10 @@ def main(argv=None):
     ap.add_argument("--build-timeout-s", type=float, default=240)
     ap.add_argument("--step-timeout-s", type=float, default=120)
     ap.add_argument("--worker-cmd", default="", help="stand-in worker (tests)")
+    ap.add_argument("--no-pin", dest="pin", action="store_false",
+                    help="do not pin each worker to cores of its own")
+    ap.add_argument("--no-spin", dest="spin", action="store_false",
+                    help="workers wait for commands asleep instead of polling")
     ap.add_argument("--device", default="", help="the card, if the workers do not say")
     args = ap.parse_args(argv)
     args.allocs = args.allocs.split(",")
@@ -256,6 +294,7 @@ def main(argv=None):
                 summ = summarize(steps)
                 results[wl] = {"shape": args.shape, "summary": summ, "verdict": verdict(summ),
                                "env": {a: r.get("env") for a, r in ready.items()},
+                               "cpus": {a: r.get("cpus") for a, r in ready.items()},
                                "steps": steps, "seconds": time.time() - t0}
                 env = ready["native"].get("env") or {}
                 device = device or "%s (driver %s, torch %s)" % (
@@ -264,7 +303,7 @@ def main(argv=None):
                 results[wl] = {"error": str(e), "seconds": time.time() - t0}
             print("%s: %.0f s%s" % (wl, time.time() - t0, (" ERROR " + results[wl]["error"])
                                     if "error" in results[wl] else ""), flush=True)
-    meta = {"device": device or "?",
+    meta = {"device": device or "?", "pin": args.pin, "spin": args.spin,
             "steps": args.steps, "allocs": args.allocs, "warmup_passes": args.warmup_passes}
     with open(os.path.join(args.out, "lockstep.json"), "w") as f:
         json.dump({"meta": meta, "results": results}, f)

@@ -342,6 +342,26 @@ def run_workload(args):
     }
 
 
+def commands(spin):
+    """stdin's lines. spin: polled without blocking, so that the process never sleeps between
+    its steps; a waiting process would start each step on a core just woken from idle, at a
+    clock of its own, and its steps would be slower than another process's for that alone."""
+    if not spin:
+        yield from sys.stdin
+        return
+    import select
+    fd, buf = sys.stdin.fileno(), b""
+    while True:
+        while b"\n" not in buf:
+            if select.select([fd], [], [], 0)[0]:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    return
+                buf += chunk
+        line, buf = buf.split(b"\n", 1)
+        yield line.decode()
+
+
 def run_serve(args):
     """Lockstep steps for bench/gpu/lockstep.py: the model built, then one training step per
     command read from stdin ("step BATCH SEQ"), each answered on stdout by a line "@@ {json}"
@@ -360,9 +380,10 @@ def run_serve(args):
     def reply(obj):
         sys.stdout.write("@@ " + json.dumps(obj) + "\n")
         sys.stdout.flush()
-    reply({"ready": True, "built_on": where, "env": environment()})
+    reply({"ready": True, "built_on": where, "env": environment(),
+           "cpus": sorted(os.sched_getaffinity(0))})
     steps = 0
-    for line in sys.stdin:
+    for line in commands(args.spin):
         cmd = line.split()
         if not cmd:
             continue
@@ -371,11 +392,13 @@ def run_serve(args):
         if cmd[0] != "step" or len(cmd) != 3:
             reply({"error": "bad command %r" % line.strip()})
             continue
-        ns0 = vm.stats()["vmstitch.call_ns"] if vm else 0
+        st0 = vm.stats() if vm else None
         wall, gpu, loss = train_step(model, opt, int(cmd[1]), int(cmd[2]))
-        ns = (vm.stats()["vmstitch.call_ns"] - ns0) if vm else None
+        st1 = vm.stats() if vm else None
         steps += 1
-        reply({"wall": wall, "gpu": gpu, "loss": loss, "alloc_ns": ns})
+        reply({"wall": wall, "gpu": gpu, "loss": loss,
+               "alloc_ns": st1["vmstitch.call_ns"] - st0["vmstitch.call_ns"] if vm else None,
+               "alloc_calls": st1["vmstitch.calls"] - st0["vmstitch.calls"] if vm else None})
     stats = torch.cuda.memory_stats()
     return {"mode": "serve", "workload": args.workload, "env": environment(), "steps": steps,
             "memory": memory_report(stats)}
@@ -530,8 +553,22 @@ def run_trace(args):
     vm = enabled_vmstitch()
     ns0 = vm.stats()["vmstitch.call_ns"] if vm else 0
     calls0 = vm.stats()["vmstitch.calls"] if vm else 0
-    passes = [one_pass(torch.cuda.caching_allocator_alloc, torch.cuda.caching_allocator_delete)
-              for _ in range(args.passes)]
+    if args.cxx:  # the same events from C++ (torch_replay.cpp): no Python between the calls
+        import ctypes
+        lib = ctypes.CDLL(args.cxx)
+        n = len(ev)
+        ids = (ctypes.c_int32 * n)(*[i for i, _ in ev])
+        sizes = (ctypes.c_int64 * n)(*[sz for _, sz in ev])
+        out = (ctypes.c_double * args.passes)()
+        rc = lib.vms_bench_torch_replay(ids, sizes, ctypes.c_long(n),
+                                        ctypes.c_long(max(i for i, _ in ev) + 1),
+                                        ctypes.c_int(args.passes), ctypes.c_void_p(stream), out)
+        if rc != 0:
+            raise SystemExit("torch_replay: an allocation failed")
+        passes = list(out)
+    else:
+        passes = [one_pass(torch.cuda.caching_allocator_alloc,
+                           torch.cuda.caching_allocator_delete) for _ in range(args.passes)]
     inside = None
     if vm:
         st = vm.stats()
@@ -540,6 +577,7 @@ def run_trace(args):
     loop = [one_pass(lambda s, d, st: next(counter), lambda p: None) for _ in range(3)]
     torch.cuda.synchronize()
     return {"mode": "trace", "trace": os.path.basename(args.trace), "events": len(ev),
+            "via": "c++" if args.cxx else "python",
             "env": environment(), "ns_per_event_passes": passes,
             "ns_per_event_steady": statistics.median(passes[1:]) if len(passes) > 1 else passes[0],
             "loop_ns_per_event": statistics.median(loop),
@@ -584,6 +622,8 @@ def main():
     ap.add_argument("--batch", type=int, default=8, help="record: batch size")
     ap.add_argument("--trace", help="record: output trace; trace: the trace to replay")
     ap.add_argument("--passes", type=int, default=4, help="trace: passes over the trace")
+    ap.add_argument("--spin", action="store_true", help="serve: poll stdin, never sleep")
+    ap.add_argument("--cxx", default="", help="trace: replay from C++ with this torch_replay.so")
     args = ap.parse_args()
     t0 = time.perf_counter()
     if args.mode in ("train", "gen", "timing"):

@@ -32,7 +32,8 @@ def main():
         steps += 1
         t = b * L * 1e-6 * factor
         print("@@ " + json.dumps({"wall": t, "gpu": 0.5 * t, "loss": 1.0 + steps * 1e-3,
-                                  "alloc_ns": 1000 if alloc == "vmstitch" else None}), flush=True)
+                                  "alloc_ns": 1000 if alloc == "vmstitch" else None,
+                                  "alloc_calls": 4 if alloc == "vmstitch" else None}), flush=True)
     with open(out, "w") as f:
         json.dump({"mode": "serve", "steps": steps}, f)
 

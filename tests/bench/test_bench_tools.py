@@ -188,6 +188,7 @@ class Lockstep(unittest.TestCase):
         self.assertAlmostEqual(s["native2"]["ratio"], 1.0)
         self.assertAlmostEqual(s["vmstitch"]["loss_max_abs_diff"], 0.0)
         self.assertIsNotNone(s["vmstitch"]["allocator_share"])
+        self.assertAlmostEqual(s["vmstitch"]["alloc_ns_per_call"], 250.0)
         self.assertIsNone(s["native"].get("allocator_share"))
         self.assertFalse(res["verdict"]["met"])
         self.assertTrue(res["verdict"]["resolvable"])
@@ -215,6 +216,12 @@ class Lockstep(unittest.TestCase):
         self.assertEqual(rc, 1)
         self.assertIn("expandable: worker ended", res["error"])
         self.assertEqual(lines, [])
+
+    def test_cpu_sets_keep_workers_off_each_others_cores(self):
+        cores = [[0, 8], [1, 9], [2, 10], [3, 11], [4, 12], [5, 13], [6, 14], [7, 15]]
+        sets = lockstep.cpu_sets(3, 2, cores)
+        self.assertEqual(sets, [[1, 2], [3, 4], [5, 6]])  # core 0 left to the system
+        self.assertIsNone(lockstep.cpu_sets(4, 2, cores))  # 7 cores for 8: nothing pinned
 
     def test_fixed_shape(self):
         self.assertEqual(lockstep.plan_shapes("w", "4,2048", 3), [(4, 2048)] * 3)
