@@ -223,6 +223,20 @@ class Lockstep(unittest.TestCase):
         self.assertEqual(sets, [[1, 2], [3, 4], [5, 6]])  # core 0 left to the system
         self.assertIsNone(lockstep.cpu_sets(4, 2, cores))  # 7 cores for 8: nothing pinned
 
+    def test_run_all_takes_the_step_time_target_from_lockstep(self):
+        def ls(vm, n2):
+            summ = {"native": {}, "vmstitch": {"ratio": vm}, "native2": {"ratio": n2}}
+            return {"shape": "mix", "summary": summ, "verdict": lockstep.verdict(summ)}
+        args = fake_args(timing_rounds=0, bisect_workload="", det_workloads="",
+                         lockstep_results={"a": ls(1.01, 1.0), "b": ls(0.99, 1.001)})
+        self.assertTrue(run_all.summarize({}, args)["targets"]["step_time"])
+        args.lockstep_results["b"] = ls(1.03, 1.0)  # one workload over: the target fails
+        self.assertFalse(run_all.summarize({}, args)["targets"]["step_time"])
+        args.lockstep_results["b"] = ls(1.0, 1.05)  # noise as large as the margin: unproven
+        self.assertFalse(run_all.summarize({}, args)["targets"]["step_time"])
+        args.lockstep_results["b"] = {"error": "worker ended"}
+        self.assertFalse(run_all.summarize({}, args)["targets"]["step_time"])
+
     def test_fixed_shape(self):
         self.assertEqual(lockstep.plan_shapes("w", "4,2048", 3), [(4, 2048)] * 3)
         tok = lockstep.plan_shapes("x-tok", "mix", 50)
