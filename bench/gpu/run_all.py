@@ -198,7 +198,8 @@ def summarize(results, args):
         # the figure the target uses when present.
         ok_all["step_time"] = all(t["vmstitch_ratio"] is not None and t["vmstitch_ratio"] <= 1.02
                                   for t in s["timing"].values())
-    s["lockstep"] = {wl: {k: r[k] for k in ("shape", "summary", "verdict", "cpus") if k in r}
+    s["lockstep"] = {wl: {k: r[k] for k in ("shape", "summary", "verdict", "cpus", "steps")
+                          if k in r}
                      if "error" not in r else {"error": r["error"]}
                      for wl, r in getattr(args, "lockstep_results", {}).items()}
     if s["lockstep"]:
@@ -552,7 +553,8 @@ def run_lockstep(args, deadline, log):
             steps, ready = lockstep.run_workload(la, wl, log)
             summ = lockstep.summarize(steps)
             args.lockstep_results[wl] = {"shape": "mix", "summary": summ,
-                                         "verdict": lockstep.verdict(summ),
+                                         "verdict": lockstep.verdict(summ), "steps": steps,
+                                         "env": ready["native"].get("env"),
                                          "cpus": {a: r.get("cpus") for a, r in ready.items()}}
         except RuntimeError as e:
             args.lockstep_results[wl] = {"error": str(e)}
@@ -639,7 +641,7 @@ def main():
             "cap_gib": args.cap_gib, "seq": args.seq, "bisect_workload": args.bisect_workload,
             "batch_grid": args.batch_grid, "parallel": args.parallel,
             "long_seq": args.long_seq}
-    for res in results.values():
+    for res in list(results.values()) + list(getattr(args, "lockstep_results", {}).values()):
         env = res.get("env")
         if env:
             meta.setdefault("device", env.get("device"))
