@@ -83,7 +83,10 @@ def main():
             doc["cli_stderr"] += p.stderr[-1000:]
             for line in p.stdout.splitlines():
                 try:
-                    doc["cli"].append(json.loads(line))
+                    r = json.loads(line)
+                    if isinstance(r.get("trace"), str):  # no machine's paths in the results
+                        r["trace"] = os.path.relpath(r["trace"], ROOT)
+                    doc["cli"].append(r)
                 except ValueError:
                     pass
         # The hot path's parts in C: the core alone, the cuda backend, the capture check's calls.

@@ -1,7 +1,8 @@
 """The GPU benchmark, all of it, in one command: every workload with the native allocator,
 with expandable_segments:True and with vmstitch, each run in its own subprocess, one after the
-other on the same card; then the largest-batch search under a memory cap and the allocation
-latency micro-benchmark. Writes OUT/bench_gpu.json (every run, plus the summary and the targets)
+other on the same card; the step time of the training workloads in lockstep (lockstep.py:
+a worker per allocator, steps given out in turn); the largest-batch search under memory caps;
+and the allocation latency micro-benchmark. Writes OUT/bench_gpu.json (every run, plus the summary and the targets)
 and OUT/bench_gpu.md (the tables), and prints the tables.
 
     python3 bench/gpu/run_all.py --out DIR [--budget-s 420] [--steps 16] [--gen-steps 5]
@@ -14,8 +15,9 @@ touches CUDA itself.
 Targets (issue 4): vmstitch efficiency (peak requested / peak reserved) >= 0.97 on every
 workload, with its stats agreeing with the driver (what the driver saw beyond the allocator's
 reserved peak within 128 MiB or 2% of what it is for the native allocator); median step <= 1.02x
-native; largest batch above native and expandable; losses equal to native's within the spread
-of two native runs.
+native (in lockstep, with the second native run's noise floor under the 2% margin); largest
+batch above native and expandable; losses equal to native's within the spread of two native
+runs.
 """
 import argparse
 import json

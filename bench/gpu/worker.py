@@ -5,7 +5,7 @@ in all three cases it reads memory through torch.cuda.memory_stats() and friends
 vmstitch answers when enabled. That it runs unchanged under vmstitch is part of the test.
 
 Modes:
-  train / gen  the workloads of data/traces/README.md, as /work/shared/tools/record_trace.py
+  train / gen  the workloads of data/traces/README.md, as the shared tools/record_trace.py
                records them (random-init models from transformers configs, random tokens,
                seed 1234, bf16, AdamW; LoRA through peft; activation recomputation):
                opt13-lora-rc-tok, opt350-lora-rc, gpt2m-full, opt350-gen.
