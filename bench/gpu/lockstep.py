@@ -186,6 +186,17 @@ def quartiles(xs):
     return xs[n // 4], run_all.median(xs), xs[(3 * n) // 4]
 
 
+def median_interval(xs, resamples=1000, seed=1):
+    """A 95% bootstrap interval of the median of xs (fixed seed: the same data, the same
+    interval). On a launch-bound step the host's jitter makes one step's ratio vary by +-10%
+    or more; this says how far the median over the steps taken can be trusted."""
+    if len(xs) < 2:
+        return None, None
+    rng = random.Random(seed)
+    ms = sorted(run_all.median(rng.choices(xs, k=len(xs))) for _ in range(resamples))
+    return ms[int(0.025 * resamples)], ms[int(0.975 * resamples) - 1]
+
+
 def summarize(steps, base="native"):
     """Per allocator: the median over steps of its step time / native's same step (wall and
     GPU time), the quartiles of that ratio, the ratio of the median steps, and the largest
@@ -198,8 +209,10 @@ def summarize(steps, base="native"):
              "median_gpu_s": run_all.median([r["gpu"] for r in rs])}
         if a != base:
             for key, name in (("wall", "ratio"), ("gpu", "ratio_gpu")):
-                q1, m, q3 = quartiles([r[key] / b[key] for r, b in zip(rs, ref) if b[key] > 0])
+                xs = [r[key] / b[key] for r, b in zip(rs, ref) if b[key] > 0]
+                q1, m, q3 = quartiles(xs)
                 d[name], d[name + "_q1"], d[name + "_q3"] = m, q1, q3
+                d[name + "_ci95"] = median_interval(xs)
             d["ratio_of_medians"] = (d["median_step_s"] / out[base]["median_step_s"]
                                      if out.get(base) and out[base]["median_step_s"] else None)
             d["loss_max_abs_diff"] = run_all.max_abs_diff([r["loss"] for r in rs],
@@ -229,22 +242,25 @@ def table(results, meta):
     lines = ["# Step time in lockstep (%s)" % meta.get("device", "?"), "",
              "Per workload, every allocator's worker runs step i before any runs step i+1, in "
              "rotated order; ratio = median over %s measured steps of step time / native's same "
-             "step (quartiles in brackets). native2 is a second native run: the noise floor."
+             "step (quartiles in brackets; 95%% bootstrap interval of the median in its own "
+             "column). native2 is a second native run: the noise floor."
              % meta.get("steps"), "",
-             "| workload | shape | allocator | median step s | x native (wall) | x native (GPU) "
-             "| median/median | time in alloc/free | max loss diff |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| workload | shape | allocator | median step s | x native (wall) | 95% interval "
+             "| x native (GPU) | median/median | time in alloc/free | max loss diff |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for wl, res in results.items():
         if "error" in res:
-            lines.append("| %s | | ERROR: %s | | | | | | |" % (wl, res["error"][:120]))
+            lines.append("| %s | | ERROR: %s | | | | | | | |" % (wl, res["error"][:120]))
             continue
         for a, d in res["summary"].items():
             def r(k):
                 if d.get(k) is None:
                     return "-"
                 return "%.3f [%.3f-%.3f]" % (d[k], d[k + "_q1"], d[k + "_q3"])
-            lines.append("| %s | %s | %s | %.4f | %s | %s | %s | %s | %s |" % (
-                wl, res["shape"], a, d["median_step_s"], r("ratio"), r("ratio_gpu"),
+            ci = d.get("ratio_ci95") or (None, None)
+            lines.append("| %s | %s | %s | %.4f | %s | %s | %s | %s | %s | %s |" % (
+                wl, res["shape"], a, d["median_step_s"], r("ratio"),
+                "-" if ci[0] is None else "%.3f-%.3f" % tuple(ci), r("ratio_gpu"),
                 "-" if d.get("ratio_of_medians") is None else "%.3f" % d["ratio_of_medians"],
                 "-" if d.get("allocator_share") is None else "%.2f%% (%.0f ns x %.0f calls)" % (
                     100 * d["allocator_share"], d.get("alloc_ns_per_call") or 0,

@@ -202,6 +202,17 @@ class Lockstep(unittest.TestCase):
         self.assertAlmostEqual(s["vmstitch"]["ratio"], 0.5)  # ratios 4, 0.5, 0.5
         self.assertAlmostEqual(s["vmstitch"]["ratio_of_medians"], 1.0)
 
+    def test_median_interval(self):
+        xs = [1.0 + 0.01 * (i % 21 - 10) for i in range(200)]  # median 1.0, spread +-10%
+        lo, hi = lockstep.median_interval(xs)
+        self.assertLessEqual(lo, 1.0)
+        self.assertGreaterEqual(hi, 1.0)
+        self.assertLess(hi - lo, 0.05)
+        self.assertEqual((lo, hi), lockstep.median_interval(xs))  # fixed seed
+        wide = lockstep.median_interval(xs[:10])
+        self.assertGreater(wide[1] - wide[0], hi - lo)  # fewer steps, wider
+        self.assertEqual(lockstep.median_interval([1.0]), (None, None))
+
     def test_noisy_floor_is_not_resolvable(self):
         v = lockstep.verdict({"vmstitch": {"ratio": 1.0}, "native2": {"ratio": 1.03}})
         self.assertTrue(v["met"])
