@@ -24,7 +24,7 @@ TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 # The replay engine's parser and policies are linked into the tests as well (all but main).
 CLI_LIB_OBJ := $(filter-out $(BUILD)/obj/tools/main.o,$(CLI_OBJ))
 
-.PHONY: all test test-unit demo bench install clean gpu-test format
+.PHONY: all test test-unit demo bench install clean gpu-test gpu-bench format
 all: $(BUILD)/libvmstitch.so $(BUILD)/libvmstitch.a $(BUILD)/vmstitch $(BUILD)/vms_tests $(BUILD)/libvmstitch_torch.so
 
 $(BUILD)/obj/%.o: %.c
@@ -71,6 +71,12 @@ bench: $(BUILD)/vmstitch
 
 gpu-test: all
 	sh tests/gpu/run.sh $(BUILD)
+
+# The GPU benchmark (bench/gpu/README.md): tables in $(BUILD)/gpu-bench/bench_gpu.md. Parts
+# that do not fit its time budget (--budget-s, 420 s) are skipped with a note; all of it takes
+# about 20 minutes: GPU_BENCH_ARGS="--budget-s 1500", or parts, e.g. --lockstep-workloads "".
+gpu-bench: all
+	python3 bench/gpu/run_all.py --build $(BUILD) --out $(BUILD)/gpu-bench $(GPU_BENCH_ARGS)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
