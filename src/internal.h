@@ -210,7 +210,8 @@ block *block_take(vms_allocator *a, block *b, uintptr_t addr, size_t size_bytes)
 void chunk_busy_add(vms_allocator *a, range *r, uintptr_t addr, size_t len, const block *freed);
 range *range_new(vms_allocator *a, range_kind kind, pool_kind pool, uintptr_t base, size_t size);
 void range_delete(vms_allocator *a, range *r);
-vms_status chunk_transfer(vms_allocator *a, chunk *c, range *to, uintptr_t to_addr);
+vms_status chunks_transfer(vms_allocator *a, chunk *const *cs, size_t n, range *to,
+                           uintptr_t to_addr);
 block *range_block_at(range *r, uintptr_t addr); /* block containing addr */
 void range_pages_set(vms_allocator *a, range *r, uintptr_t addr, size_t bytes, chunk *c);
 void block_set_hole(vms_allocator *a, block *b);

@@ -229,21 +229,75 @@ void range_delete(vms_allocator *a, range *r) {
     free(r);
 }
 
-/* Moves ownership of free chunk c to range `to`, where it is mapped at to_addr. In the old
- * owner its bytes become a LENT block; in the new one a FREE block, merged with neighbours. */
-vms_status chunk_transfer(vms_allocator *a, chunk *c, range *to, uintptr_t to_addr) {
-    range *from = c->owner;
+/* Moves ownership of the n free chunks cs[] to range `to`, where they are mapped side by side
+ * from to_addr. They must share an owner other than `to` and lie side by side there too (a
+ * run). In the old owner each becomes a LENT block of its own; in the new one the run becomes
+ * one FREE block, merged with its neighbours. One isolation and one merge for the whole run,
+ * where a chunk at a time cost a best-fit index update on both sides per chunk (a 256 MiB
+ * stitched range moved 23 chunks each way on every reuse). VMS_ENOMEM_HOST, with nothing
+ * changed, if host memory runs out. */
+vms_status chunks_transfer(vms_allocator *a, chunk *const *cs, size_t n, range *to,
+                           uintptr_t to_addr) {
+    range *from = cs[0]->owner;
     if (from == to) return VMS_OK;
-    block *piece = block_isolate(a, range_block_at(from, c->owner_addr), c->owner_addr,
-                                 c->size_bytes);
-    if (!piece) return VMS_ENOMEM_HOST;
+    uintptr_t start = cs[0]->owner_addr;
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) total += cs[i]->size_bytes;
+    /* The LENT blocks that split the old owner's piece per chunk: allocated first, so that
+     * nothing can fail once anything has changed. */
+    block *spare = NULL;
+    for (size_t i = 1; i < n; i++) {
+        block *b = block_alloc(a);
+        if (!b) {
+            while (spare) {
+                block *nx = spare->next;
+                block_release(a, spare);
+                spare = nx;
+            }
+            return VMS_ENOMEM_HOST;
+        }
+        b->next = spare;
+        spare = b;
+    }
+    block *piece = block_isolate(a, range_block_at(from, start), start, total);
+    if (!piece) {
+        while (spare) {
+            block *nx = spare->next;
+            block_release(a, spare);
+            spare = nx;
+        }
+        return VMS_ENOMEM_HOST;
+    }
     piece->state = BLOCK_LENT;
+    piece->size_bytes = cs[0]->size_bytes;
+    for (size_t i = 1; i < n; i++) {
+        block *b = spare;
+        spare = b->next;
+        *b = *piece;
+        b->addr = piece->addr + piece->size_bytes;
+        b->size_bytes = cs[i]->size_bytes;
+        link_after(from, piece, b);
+        piece = b;
+    }
+    /* In `to`, each chunk of the run is a LENT block of its own: one block for the run. */
     block *dst = range_block_at(to, to_addr);
-    dst->stream = c->stream;
-    dst->multi_stream = c->multi_stream;
-    dst->freed_seq = c->freed_seq;
-    c->owner = to;
-    c->owner_addr = to_addr;
+    while (dst->size_bytes < total) {
+        block *nx = dst->next;
+        dst->size_bytes += nx->size_bytes;
+        unlink_block(to, nx);
+        block_release(a, nx);
+    }
+    dst->stream = 0;
+    dst->multi_stream = 0;
+    dst->freed_seq = 0;
+    for (size_t i = 0; i < n; i++) {
+        chunk *c = cs[i];
+        tags_merge(&dst->stream, &dst->multi_stream, &dst->freed_seq, c->stream, c->multi_stream,
+                   c->freed_seq);
+        c->owner = to;
+        c->owner_addr = to_addr;
+        to_addr += c->size_bytes;
+    }
     block_set_free(a, dst);
     return VMS_OK;
 }

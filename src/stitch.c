@@ -50,9 +50,18 @@ void stitched_on_busy(vms_allocator *a, range *r) {
 void stitched_on_idle(vms_allocator *a, range *r) {
     /* Out of host memory, a transfer fails: that chunk simply stays owned here, still free
      * and usable. */
-    for (size_t i = 0; i < r->nslots; i++) {
+    for (size_t i = 0, n; i < r->nslots; i += n) {
         chunk *c = r->slots[i];
-        if (c->owner == r) (void)chunk_transfer(a, c, c->home, c->home_addr);
+        n = 1;
+        if (c->owner != r) continue;
+        /* a run: the next slots, also here, whose home slots follow this one's in the same
+         * arena (two arenas' reservations may adjoin) */
+        while (i + n < r->nslots && r->slots[i + n]->owner == r &&
+               r->slots[i + n]->home == c->home &&
+               r->slots[i + n]->home_addr == r->slots[i + n - 1]->home_addr +
+                                                  r->slots[i + n - 1]->size_bytes)
+            n++;
+        (void)chunks_transfer(a, r->slots + i, n, c->home, c->home_addr);
     }
     r->idle_seq = a->free_seq;
     lru_push(a, r);
@@ -160,10 +169,17 @@ static range *reuse_find(vms_allocator *a, pool_kind pool, size_t size_bytes, in
 
 static vms_status take_ownership(vms_allocator *a, range *r) {
     uintptr_t at = r->base;
-    for (size_t i = 0; i < r->nslots; i++) {
-        vms_status s = chunk_transfer(a, r->slots[i], r, at);
+    for (size_t i = 0, n; i < r->nslots; i += n) {
+        chunk *c = r->slots[i];
+        n = 1;
+        /* a run: the next slots whose chunks follow this one in the range that owns it */
+        while (i + n < r->nslots && r->slots[i + n]->owner == c->owner &&
+               r->slots[i + n]->owner_addr == r->slots[i + n - 1]->owner_addr +
+                                                  r->slots[i + n - 1]->size_bytes)
+            n++;
+        vms_status s = chunks_transfer(a, r->slots + i, n, r, at);
         if (s != VMS_OK) return s;
-        at += r->slots[i]->size_bytes;
+        for (size_t k = i; k < i + n; k++) at += r->slots[k]->size_bytes;
     }
     return VMS_OK;
 }

@@ -939,6 +939,63 @@ TEST(core_stitch_moves_chunk_ownership) {
     core_env_free(&e);
 }
 
+/* Chunks that lie side by side in the range that owns them move as one run (one isolation and
+ * one merge), yet each stays a LENT block of its own where it is lent; chunks that do not
+ * (granules 1 and 3) move in separate runs. */
+TEST(core_stitch_moves_runs_of_chunks) {
+    const size_t g = 2 * MIB;
+    vms_config cfg = one_granule_config(g);
+    core_env e;
+    REQUIRE(core_env_new(&e, g, &cfg) == 0);
+    vms_allocator *a = e.a;
+    void *p[8];
+    for (int i = 0; i < 8; i++)
+        REQUIRE(vms_malloc(a, g, NULL, &p[i]) == VMS_OK);
+    for (int i = 1; i <= 5; i++)
+        if (i != 2) CHECK_EQ(vms_free(a, p[i]), VMS_OK);
+    range *ar = a->arena[POOL_LARGE];
+    CHECK_DESC(ar, g, "A1 F1 A1 F3 A1 A1 H");
+    void *s;
+    REQUIRE(vms_malloc(a, 4 * g, NULL, &s) == VMS_OK); /* no free block holds 4: a stitch */
+    range *r = a->stitched;
+    REQUIRE(r != NULL && r->nslots == 4);
+    CHECK_DESC(r, g, "A4");
+    /* a run of one (granule 1) and a run of three (granules 3-5): each lent chunk is its own
+     * LENT block at home */
+    CHECK_DESC(ar, g, "A1 L1 A1 L1 L1 L1 A1 A1 H");
+    for (size_t i = 0; i < r->nslots; i++) {
+        CHECK(r->slots[i]->owner == r);
+        CHECK_EQ(r->slots[i]->owner_addr, r->base + i * g);
+        CHECK_EQ(r->slots[i]->busy_bytes, g);
+    }
+    CHECK_EQ(r->slots[1]->home_addr + g, r->slots[2]->home_addr);
+    CHECK_EQ(r->slots[2]->home_addr + g, r->slots[3]->home_addr);
+    CHECK_EQ(vms_check(a), 0);
+    /* home again: one FREE block per run at home, merged with what was free there */
+    CHECK_EQ(vms_free(a, s), VMS_OK);
+    CHECK_DESC(r, g, "L1 L1 L1 L1");
+    CHECK_DESC(ar, g, "A1 F1 A1 F3 A1 A1 H");
+    for (size_t i = 0; i < r->nslots; i++) {
+        CHECK(r->slots[i]->owner == ar);
+        CHECK_EQ(r->slots[i]->owner_addr, r->slots[i]->home_addr);
+        CHECK_EQ(r->slots[i]->busy_bytes, 0);
+    }
+    CHECK_EQ(vms_check(a), 0);
+    /* reused: the same runs move back */
+    void *s2;
+    REQUIRE(vms_malloc(a, 4 * g, NULL, &s2) == VMS_OK);
+    CHECK(s2 == s);
+    CHECK_DESC(ar, g, "A1 L1 A1 L1 L1 L1 A1 A1 H");
+    CHECK_EQ(vms_free(a, s2), VMS_OK);
+    for (int i = 0; i < 8; i++)
+        if (i == 0 || i == 2 || i == 6 || i == 7) CHECK_EQ(vms_free(a, p[i]), VMS_OK);
+    CHECK_DESC(ar, g, "F8 H");
+    CHECK_EQ(vms_check(a), 0);
+    CHECK_EQ(vms_empty_cache(a), VMS_OK);
+    CHECK_EQ(vms_check(a), 0);
+    core_env_free(&e);
+}
+
 TEST(core_gc_lru_oldest_first) {
     const size_t g = 2 * MIB;
     vms_config cfg = one_granule_config(g);
