@@ -229,6 +229,15 @@ void range_delete(vms_allocator *a, range *r) {
     free(r);
 }
 
+/* Returns a list of unused block structs (linked by next) to the spares. */
+static void blocks_release(vms_allocator *a, block *list) {
+    while (list) {
+        block *nx = list->next;
+        block_release(a, list);
+        list = nx;
+    }
+}
+
 /* Moves ownership of the n free chunks cs[] to range `to`, where they are mapped side by side
  * from to_addr. They must share an owner other than `to` and lie side by side there too (a
  * run). In the old owner each becomes a LENT block of its own; in the new one the run becomes
@@ -249,11 +258,7 @@ vms_status chunks_transfer(vms_allocator *a, chunk *const *cs, size_t n, range *
     for (size_t i = 1; i < n; i++) {
         block *b = block_alloc(a);
         if (!b) {
-            while (spare) {
-                block *nx = spare->next;
-                block_release(a, spare);
-                spare = nx;
-            }
+            blocks_release(a, spare);
             return VMS_ENOMEM_HOST;
         }
         b->next = spare;
@@ -261,11 +266,7 @@ vms_status chunks_transfer(vms_allocator *a, chunk *const *cs, size_t n, range *
     }
     block *piece = block_isolate(a, range_block_at(from, start), start, total);
     if (!piece) {
-        while (spare) {
-            block *nx = spare->next;
-            block_release(a, spare);
-            spare = nx;
-        }
+        blocks_release(a, spare);
         return VMS_ENOMEM_HOST;
     }
     piece->state = BLOCK_LENT;
