@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "test.h"
+#include "test_config.h"
 #include "vmstitch.h"
 
 #define KIB ((size_t)1 << 10)
@@ -72,32 +73,9 @@ static void env_free(env *e) {
     e->be = NULL;
 }
 
-/* Every policy field set (chunk sizes in env_new), so the environment of the test run cannot
- * change the outcome. */
-static vms_config base_config(void) {
-    vms_config c;
-    vms_config_init(&c);
-    c.small_request_bytes = (int64_t)MIB;
-    c.stitch_enable = 1;
-    c.stitch_min_bytes = 0;
-    c.reuse_limit = 10;
-    c.stitch_when = VMS_STITCH_BEFORE_GROW;
-    c.gc_threshold_bytes = (int64_t)(64 * GIB);
-    c.gc_threshold_count = 1024;
-    c.memory_limit_bytes = 0;
-    c.log_level = 1;
-    c.check_level = 0;
-    return c;
-}
-
 /* Every chunk is one granule, and one-granule requests go to the large pool. */
 static vms_config granule_config(size_t g) {
-    vms_config c = base_config();
-    c.small_chunk_bytes = (int64_t)g;
-    c.large_chunk_min_bytes = (int64_t)g;
-    c.large_chunk_max_bytes = (int64_t)g;
-    c.small_request_bytes = 4096;
-    return c;
+    return test_chunk_config(g, g, 4096);
 }
 
 static vms_stats stats_of(vms_allocator *a) {
@@ -201,7 +179,7 @@ static int live_fragment(env *e, live *l, int n, vms_stream s) {
 
 BOTH(size_zero_and_null) {
     env e;
-    vms_config cfg = base_config();
+    vms_config cfg = test_base_config();
     REQUIRE(env_new(&e, host, 2 * MIB, 0, &cfg) == VMS_OK);
     vms_stats before = stats_of(e.a);
     void *p = (void *)&e;
@@ -219,7 +197,7 @@ BOTH(size_zero_and_null) {
 
 BOTH(alignment_and_sizes) {
     env e;
-    vms_config cfg = base_config();
+    vms_config cfg = test_base_config();
     REQUIRE(env_new(&e, host, host ? 64 * KIB : 2 * MIB, 0, &cfg) == VMS_OK);
     const size_t sizes[] = {1,    7,       8,           511,     512,         513,
                             1000, 4097,    65535,       65536,   65537,       MIB - 1,
@@ -486,7 +464,7 @@ BOTH(stitched_chunks_not_handed_out_twice) {
  * another stream, even when the arena grows next to it. */
 BOTH(no_cross_stream_reuse_while_busy) {
     env e;
-    vms_config cfg = base_config();
+    vms_config cfg = test_base_config();
     REQUIRE(env_new(&e, host, 2 * MIB, 0, &cfg) == VMS_OK);
     void *p, *q;
     REQUIRE(vms_malloc(e.a, 4 * MIB, S(1), &p) == VMS_OK);
@@ -502,7 +480,7 @@ BOTH(no_cross_stream_reuse_while_busy) {
 
 static void stream_reuse_case(bool host, size_t n) {
     env e;
-    vms_config cfg = base_config();
+    vms_config cfg = test_base_config();
     REQUIRE(env_new(&e, host, 2 * MIB, 0, &cfg) == VMS_OK);
     live p;
     REQUIRE(live_malloc(&e, &p, n, S(1)) == VMS_OK);
@@ -548,7 +526,7 @@ BOTH(stream_reuse_large) {
 
 static void record_stream_case(bool host, size_t n) {
     env e;
-    vms_config cfg = base_config();
+    vms_config cfg = test_base_config();
     REQUIRE(env_new(&e, host, 2 * MIB, 0, &cfg) == VMS_OK);
     live p;
     REQUIRE(live_malloc(&e, &p, n, S(1)) == VMS_OK);
@@ -723,7 +701,7 @@ BOTH(empty_cache_keeps_stitched_range_of_busy_stream) {
 
 BOTH(oom_ladder) {
     const size_t g = 2 * MIB;
-    vms_config cfg = base_config();
+    vms_config cfg = test_base_config();
     cfg.small_chunk_bytes = (int64_t)g;
     cfg.large_chunk_min_bytes = (int64_t)g;
     cfg.large_chunk_max_bytes = (int64_t)(4 * g);
@@ -806,7 +784,7 @@ BOTH(oom_ladder_collects_stitched_ranges) {
 /* Backend capacity (not a configured limit) running out is an OOM too. */
 BOTH(oom_backend_capacity) {
     const size_t g = 2 * MIB;
-    vms_config cfg = base_config();
+    vms_config cfg = test_base_config();
     env e;
     REQUIRE(env_new(&e, host, g, 8 * g, &cfg) == VMS_OK);
     live l[8];
@@ -834,7 +812,7 @@ static void *oom_report_thread(void *arg) {
 
 TEST(api_oom_report_per_thread) {
     env e;
-    vms_config cfg = base_config();
+    vms_config cfg = test_base_config();
     cfg.memory_limit_bytes = (int64_t)(4 * MIB);
     REQUIRE(env_new(&e, false, 2 * MIB, 0, &cfg) == VMS_OK);
     void *p;
@@ -852,7 +830,7 @@ TEST(api_oom_report_per_thread) {
 
 BOTH(bad_input) {
     env e;
-    vms_config cfg = base_config();
+    vms_config cfg = test_base_config();
     REQUIRE(env_new(&e, host, 2 * MIB, 0, &cfg) == VMS_OK);
     live sm, lg, gone;
     REQUIRE(live_malloc(&e, &sm, 4 * KIB, NULL) == VMS_OK);
@@ -967,7 +945,7 @@ static uint64_t stat_value(const vms_stats *s, size_t i) {
 
 BOTH(stats_track_usage) {
     const size_t g = 2 * MIB;
-    vms_config cfg = base_config();
+    vms_config cfg = test_base_config();
     env e;
     REQUIRE(env_new(&e, host, g, 0, &cfg) == VMS_OK);
     CHECK_EQ(sizeof(vms_stats), N_STATS * sizeof(uint64_t));
@@ -1104,7 +1082,7 @@ static int json_parse_flat(const char *s, char keys[][64], unsigned long long *v
 
 BOTH(stats_json) {
     env e;
-    vms_config cfg = base_config();
+    vms_config cfg = test_base_config();
     REQUIRE(env_new(&e, host, 2 * MIB, 0, &cfg) == VMS_OK);
     live l[3];
     REQUIRE(live_malloc(&e, &l[0], 100, NULL) == VMS_OK);
@@ -1158,7 +1136,7 @@ static int cmp_ptr(const void *x, const void *y) {
 
 BOTH(small_requests_packed) {
     const size_t g = 2 * MIB;
-    vms_config cfg = base_config();
+    vms_config cfg = test_base_config();
     env e;
     REQUIRE(env_new(&e, host, g, 0, &cfg) == VMS_OK);
     enum { N = 1000 };
@@ -1345,7 +1323,7 @@ BOTH(empty_cache_releases_free_chunks) {
 
 BOTH(memory_limit_lowered) {
     const size_t g = 2 * MIB;
-    vms_config cfg = base_config();
+    vms_config cfg = test_base_config();
     cfg.large_chunk_max_bytes = (int64_t)g;
     env e;
     REQUIRE(env_new(&e, host, g, 0, &cfg) == VMS_OK);

@@ -24,6 +24,7 @@
 #include "live_check.h"
 #include "option_env.h"
 #include "test.h"
+#include "test_config.h"
 #include "vmstitch.h"
 
 #define KIB ((size_t)1 << 10)
@@ -44,21 +45,9 @@ typedef struct fixture {
 } fixture;
 
 static vms_config bi_config(size_t g) {
-    vms_config c;
-    vms_config_init(&c);
-    c.small_chunk_bytes = (int64_t)g;
-    c.large_chunk_min_bytes = (int64_t)g;
-    c.large_chunk_max_bytes = (int64_t)g;
-    c.small_request_bytes = (int64_t)(g / 16);
-    c.stitch_enable = 1;
-    c.stitch_min_bytes = 0;
-    c.reuse_limit = 10;
-    c.stitch_when = VMS_STITCH_BEFORE_GROW;
+    vms_config c = test_chunk_config(g, g, g / 16);
     c.gc_threshold_bytes = 0;
     c.gc_threshold_count = 64;
-    c.memory_limit_bytes = 0;
-    c.log_level = 1;
-    c.check_level = 0;
     return c;
 }
 

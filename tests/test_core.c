@@ -18,6 +18,7 @@
 #include "internal.h"
 #include "option_env.h"
 #include "test.h"
+#include "test_config.h"
 
 #define KIB ((size_t)1 << 10)
 #define MIB ((size_t)1 << 20)
@@ -710,21 +711,9 @@ typedef struct core_env {
     size_t g;
 } core_env;
 
+/* test_api's granule_config, with the allocator's own check after every operation */
 static vms_config one_granule_config(size_t g) {
-    vms_config c;
-    vms_config_init(&c);
-    c.small_chunk_bytes = (int64_t)g;
-    c.large_chunk_min_bytes = (int64_t)g;
-    c.large_chunk_max_bytes = (int64_t)g;
-    c.small_request_bytes = 4096;
-    c.stitch_enable = 1;
-    c.stitch_min_bytes = 0;
-    c.reuse_limit = 10;
-    c.stitch_when = VMS_STITCH_BEFORE_GROW;
-    c.gc_threshold_bytes = (int64_t)(64 * GIB);
-    c.gc_threshold_count = 1024;
-    c.memory_limit_bytes = 0;
-    c.log_level = 1;
+    vms_config c = test_chunk_config(g, g, 4096);
     c.check_level = 1;
     return c;
 }

@@ -25,6 +25,7 @@
 #include "fault_backend.h"
 #include "live_check.h"
 #include "test.h"
+#include "test_config.h"
 #include "vmstitch.h"
 
 #define KIB ((size_t)1 << 10)
@@ -174,21 +175,10 @@ static void *worker(void *arg) {
 }
 
 static vms_config thread_config(size_t g) {
-    vms_config c;
-    vms_config_init(&c);
-    c.small_chunk_bytes = (int64_t)g;
-    c.large_chunk_min_bytes = (int64_t)g;
-    c.large_chunk_max_bytes = (int64_t)(4 * g);
-    c.small_request_bytes = (int64_t)(g / 16);
-    c.stitch_enable = 1;
-    c.stitch_min_bytes = 0;
+    vms_config c = test_chunk_config(g, 4 * g, g / 16);
     c.reuse_limit = 4;
-    c.stitch_when = VMS_STITCH_BEFORE_GROW;
     c.gc_threshold_bytes = 0;
     c.gc_threshold_count = 8;
-    c.memory_limit_bytes = 0;
-    c.log_level = 1;
-    c.check_level = 0;
     return c;
 }
 
