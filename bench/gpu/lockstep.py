@@ -278,7 +278,7 @@ def table(results, meta):
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None):
+def parser():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--workloads", default="opt350-lora-rc,gpt2m-full")
@@ -295,30 +295,47 @@ def main(argv=None):
     ap.add_argument("--no-spin", dest="spin", action="store_false",
                     help="workers wait for commands asleep instead of polling")
     ap.add_argument("--device", default="", help="the card, if the workers do not say")
+    return ap
+
+
+def parse_args(argv):
+    """The options, checked and normalized (run_all.py builds its lockstep runs from them)."""
+    ap = parser()
     args = ap.parse_args(argv)
     args.allocs = args.allocs.split(",")
     if "native" not in args.allocs:
         ap.error("--allocs needs native: it is the reference")
     args.build = os.path.abspath(args.build)
+    return args
+
+
+def measure(args, workload, log):
+    """One workload in lockstep: its summary, verdict and steps, or an error."""
+    t0 = time.time()
+    try:
+        steps, ready = run_workload(args, workload, log)
+    except RuntimeError as e:
+        return {"error": str(e), "seconds": time.time() - t0}
+    summ = summarize(steps)
+    return {"shape": args.shape, "summary": summ, "verdict": verdict(summ),
+            "env": ready["native"].get("env") or {},
+            "envs": {a: r.get("env") for a, r in ready.items()},
+            "cpus": {a: r.get("cpus") for a, r in ready.items()},
+            "steps": steps, "seconds": time.time() - t0}
+
+
+def main(argv=None):
+    args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     results, device = {}, args.device
     with open(os.path.join(args.out, "lockstep.log"), "w") as log:
         for wl in filter(None, args.workloads.split(",")):
-            t0 = time.time()
-            try:
-                steps, ready = run_workload(args, wl, log)
-                summ = summarize(steps)
-                results[wl] = {"shape": args.shape, "summary": summ, "verdict": verdict(summ),
-                               "env": {a: r.get("env") for a, r in ready.items()},
-                               "cpus": {a: r.get("cpus") for a, r in ready.items()},
-                               "steps": steps, "seconds": time.time() - t0}
-                env = ready["native"].get("env") or {}
-                device = device or "%s (driver %s, torch %s)" % (
-                    env.get("device"), env.get("driver"), env.get("torch"))
-            except RuntimeError as e:
-                results[wl] = {"error": str(e), "seconds": time.time() - t0}
-            print("%s: %.0f s%s" % (wl, time.time() - t0, (" ERROR " + results[wl]["error"])
-                                    if "error" in results[wl] else ""), flush=True)
+            r = results[wl] = measure(args, wl, log)
+            if "env" in r and not device:
+                device = "%s (driver %s, torch %s)" % (
+                    r["env"].get("device"), r["env"].get("driver"), r["env"].get("torch"))
+            print("%s: %.0f s%s" % (wl, r["seconds"], (" ERROR " + r["error"])
+                                    if "error" in r else ""), flush=True)
     meta = {"device": device or "?", "pin": args.pin, "spin": args.spin,
             "steps": args.steps, "allocs": args.allocs, "warmup_passes": args.warmup_passes}
     with open(os.path.join(args.out, "lockstep.json"), "w") as f:

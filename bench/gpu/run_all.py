@@ -546,22 +546,11 @@ def run_lockstep(args, deadline, log):
         if left < args.estimate["lockstep"]:
             args.lockstep_results[wl] = {"error": "skipped: time budget (%.0f s left)" % left}
             continue
-        la = argparse.Namespace(shape="mix", steps=args.lockstep_steps, warmup_passes=2,
-                                allocs=list(lockstep.ALLOCS), out=args.out, build=args.build,
-                                build_timeout_s=240, step_timeout_s=120, worker_cmd="",
-                                pin=True, spin=True)
-        t0 = time.time()
-        try:
-            steps, ready = lockstep.run_workload(la, wl, log)
-            summ = lockstep.summarize(steps)
-            args.lockstep_results[wl] = {"shape": "mix", "summary": summ,
-                                         "verdict": lockstep.verdict(summ), "steps": steps,
-                                         "env": ready["native"].get("env"),
-                                         "cpus": {a: r.get("cpus") for a, r in ready.items()}}
-        except RuntimeError as e:
-            args.lockstep_results[wl] = {"error": str(e)}
-        print("lockstep %-18s %6.1fs  %s" % (wl, time.time() - t0, args.lockstep_results[wl].get(
-            "verdict", args.lockstep_results[wl].get("error"))), flush=True)
+        la = lockstep.parse_args(["--out", args.out, "--build", args.build,
+                                  "--steps", str(args.lockstep_steps)])
+        r = args.lockstep_results[wl] = lockstep.measure(la, wl, log)
+        print("lockstep %-18s %6.1fs  %s" % (wl, r["seconds"], r.get("verdict", r.get("error"))),
+              flush=True)
 
 
 def main():
