@@ -56,8 +56,7 @@ def main():
     ap.add_argument("traces", nargs="*", default=DEFAULT_TRACES)
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
-    args = types.SimpleNamespace(build=os.path.abspath(a.build), estimate={}, run_timeout_s=150,
-                                 steps=0, gen_steps=0, cap_gib=0, seq=0)
+    args = types.SimpleNamespace(build=os.path.abspath(a.build), estimate={}, run_timeout_s=150)
     doc = {"python": {}, "cxx": {}, "cli": []}
     with tempfile.TemporaryDirectory() as tmp, open(os.path.join(a.out, "overhead_runs.log"),
                                                     "w") as log:

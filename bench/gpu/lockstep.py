@@ -33,8 +33,13 @@ sys.path.insert(0, HERE)
 import run_all  # noqa: E402  (alloc_env, median)
 
 ALLOCS = ["native", "vmstitch", "expandable", "native2"]
-SEQS = [128, 256, 384, 512, 768, 1024, 1536, 2048]  # the recipe's lengths (worker.py)
-TARGET = 1.02
+SEQS = [128, 256, 384, 512, 768, 1024, 1536, 2048]  # the recipe's sequence lengths
+TARGET = run_all.STEP_TIME_TARGET
+
+
+def recipe_batch(workload, L):
+    """The recipe's batch at sequence length L: 4, or a budget of 4096 tokens for *-tok."""
+    return max(1, 8 * 512 // L) if "tok" in workload else 4
 
 
 def plan_shapes(workload, shape, steps, seed=1234):
@@ -47,7 +52,7 @@ def plan_shapes(workload, shape, steps, seed=1234):
     out = []
     for _ in range(steps):
         L = rng.choice(SEQS)
-        out.append((max(1, 8 * 512 // L) if "tok" in workload else 4, L))
+        out.append((recipe_batch(workload, L), L))
     return out
 
 
@@ -203,6 +208,7 @@ def summarize(steps, base="native"):
     loss difference from native; vmstitch's share of wall time inside alloc/free."""
     out = {}
     ref = steps[base]
+    base_median = run_all.median([b["wall"] for b in ref])
     for a, rs in steps.items():
         d = {"steps": len(rs),
              "median_step_s": run_all.median([r["wall"] for r in rs]),
@@ -213,8 +219,7 @@ def summarize(steps, base="native"):
                 q1, m, q3 = quartiles(xs)
                 d[name], d[name + "_q1"], d[name + "_q3"] = m, q1, q3
                 d[name + "_ci95"] = median_interval(xs)
-            d["ratio_of_medians"] = (d["median_step_s"] / out[base]["median_step_s"]
-                                     if out.get(base) and out[base]["median_step_s"] else None)
+            d["ratio_of_medians"] = d["median_step_s"] / base_median if base_median else None
             d["loss_max_abs_diff"] = run_all.max_abs_diff([r["loss"] for r in rs],
                                                           [b["loss"] for b in ref])
         ns = [r.get("alloc_ns") for r in rs]
@@ -223,7 +228,7 @@ def summarize(steps, base="native"):
             d["allocator_share"] = sum(ns) * 1e-9 / wall if wall > 0 else None
             calls = sum(r.get("alloc_calls") or 0 for r in rs)
             d["alloc_ns_per_call"] = sum(ns) / calls if calls else None
-            d["alloc_calls_per_step"] = calls / len(rs) if rs else None
+            d["alloc_calls_per_step"] = calls / len(rs)
         out[a] = d
     return out
 

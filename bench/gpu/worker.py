@@ -47,6 +47,9 @@ if "--deterministic" in sys.argv:  # cuBLAS reads it when its first handle is ma
 
 import torch  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lockstep  # noqa: E402  (the recipe's shapes; no torch there)
+
 MiB = 1 << 20
 GiB = 1 << 30
 
@@ -176,9 +179,9 @@ def prepare_training(name, model, targets):
 
 
 def recipe_shape(name):
-    """The recipe's next (batch, seq): a random sequence length; batch 4, or a token budget."""
-    L = random.choice([128, 256, 384, 512, 768, 1024, 1536, 2048])
-    return (max(1, 8 * 512 // L) if "tok" in name else 4), L
+    """The recipe's next (batch, seq): a random sequence length (lockstep.py plans the same)."""
+    L = random.choice(lockstep.SEQS)
+    return lockstep.recipe_batch(name, L), L
 
 
 def train_step(model, opt, bs, L):
@@ -217,9 +220,7 @@ def train(name, model, opt, steps, fixed=None):
             ns = vm.stats()["vmstitch.call_ns"]
             alloc_ns.append(ns - last_ns)
             last_ns = ns
-    train.alloc_ns = alloc_ns
-    train.gpu_times = gpu_times
-    return times, losses, shapes
+    return times, losses, shapes, alloc_ns, gpu_times
 
 
 def generate(model, steps):
@@ -324,8 +325,8 @@ def run_workload(args):
     else:
         model, opt = prepare_training(args.workload, model, targets)
         fixed = tuple(int(x) for x in args.fixed_shape.split(",")) if args.fixed_shape else None
-        times, losses, shapes = train(args.workload, model, opt, args.steps, fixed=fixed)
-        alloc_ns, gpu_times = train.alloc_ns, train.gpu_times
+        times, losses, shapes, alloc_ns, gpu_times = train(args.workload, model, opt,
+                                                           args.steps, fixed=fixed)
     driver_delta = drv.finish() if drv else None
     stats = torch.cuda.memory_stats()
     return {
@@ -417,7 +418,7 @@ def run_record(args):
     model, targets, _ = make_model(args.workload)
     model, opt = prepare_training(args.workload, model, targets)
     torch.cuda.reset_peak_memory_stats()
-    times, _, _ = train(args.workload, model, opt, args.steps, fixed=(args.batch, args.seq))
+    times = train(args.workload, model, opt, args.steps, fixed=(args.batch, args.seq))[0]
     st = torch.cuda.memory_stats()
     snap = torch.cuda.memory._snapshot()
     torch.cuda.memory._record_memory_history(enabled=None)
@@ -551,8 +552,7 @@ def run_trace(args):
                 delete(ptr)
         return dt / len(ev) * 1e9
     vm = enabled_vmstitch()
-    ns0 = vm.stats()["vmstitch.call_ns"] if vm else 0
-    calls0 = vm.stats()["vmstitch.calls"] if vm else 0
+    st0 = vm.stats() if vm else None
     if args.cxx:  # the same events from C++ (torch_replay.cpp): no Python between the calls
         import ctypes
         lib = ctypes.CDLL(args.cxx)
@@ -572,7 +572,8 @@ def run_trace(args):
     inside = None
     if vm:
         st = vm.stats()
-        inside = (st["vmstitch.call_ns"] - ns0) / max(1, st["vmstitch.calls"] - calls0)
+        inside = (st["vmstitch.call_ns"] - st0["vmstitch.call_ns"]) / max(
+            1, st["vmstitch.calls"] - st0["vmstitch.calls"])
     counter = iter(range(1, 1 << 62))
     loop = [one_pass(lambda s, d, st: next(counter), lambda p: None) for _ in range(3)]
     torch.cuda.synchronize()

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import types
 import unittest
+from unittest import mock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "bench", "gpu"))
@@ -38,12 +39,8 @@ class FreshSearch(unittest.TestCase):
             b = int(extra[extra.index("--start-batch") + 1])
             probes.append(b)
             return {"largest_batch": b if b <= limit else 0}
-        saved = run_all.run_one
-        run_all.run_one = fake_run_one
-        try:
+        with mock.patch.object(run_all, "run_one", fake_run_one):
             r = run_all.fresh_search("w", b1, b2, 16.0, "vmstitch", fake_args(), None, 0, None, {})
-        finally:
-            run_all.run_one = saved
         return r, probes
 
     def test_finds_the_boundary_inside_the_range(self):
@@ -67,12 +64,8 @@ class FreshSearch(unittest.TestCase):
     def test_a_probe_that_did_not_run_is_an_error_not_a_failure(self):
         def broken(job, args, tmp, deadline, log, extra=()):
             return {"error": "rc=1"}
-        saved = run_all.run_one
-        run_all.run_one = broken
-        try:
+        with mock.patch.object(run_all, "run_one", broken):
             r = run_all.fresh_search("w", 40, 45, 16.0, "native", fake_args(), None, 0, None, {})
-        finally:
-            run_all.run_one = saved
         self.assertIn("error", r)
         self.assertNotIn("largest_batch", r)
 
@@ -146,19 +139,20 @@ class Lockstep(unittest.TestCase):
     """bench/gpu/lockstep.py end to end over stand-in workers (tests/bench/fake_serve_worker.py):
     the step order, the warm-up, the ratios and the verdict."""
 
-    def run_lockstep(self, factors, *extra):
-        tmp = tempfile.mkdtemp()
-        order = os.path.join(tmp, "order.log")
-        open(order, "w").close()
-        os.environ.update(FAKE_FACTORS=factors, FAKE_ORDER_LOG=order)
+    def run_lockstep(self, factors, fail=""):
         cmd = "%s %s" % (sys.executable, os.path.join(ROOT, "tests", "bench",
                                                       "fake_serve_worker.py"))
-        rc = lockstep.main(["--out", tmp, "--workloads", "w", "--steps", "12",
-                            "--worker-cmd", cmd, "--build-timeout-s", "30"] + list(extra))
-        with open(os.path.join(tmp, "lockstep.json")) as f:
-            res = json.load(f)["results"]["w"]
-        with open(order) as f:
-            lines = [ln.split() for ln in f]
+        with tempfile.TemporaryDirectory() as tmp:
+            order = os.path.join(tmp, "order.log")
+            open(order, "w").close()
+            with mock.patch.dict(os.environ, FAKE_FACTORS=factors, FAKE_ORDER_LOG=order,
+                                 FAKE_FAIL=fail):
+                rc = lockstep.main(["--out", tmp, "--workloads", "w", "--steps", "12",
+                                    "--worker-cmd", cmd, "--build-timeout-s", "30"])
+            with open(os.path.join(tmp, "lockstep.json")) as f:
+                res = json.load(f)["results"]["w"]
+            with open(order) as f:
+                lines = [ln.split() for ln in f]
         return rc, res, lines
 
     def test_every_allocator_runs_step_i_before_any_runs_the_next(self):
@@ -219,11 +213,7 @@ class Lockstep(unittest.TestCase):
         self.assertFalse(v["resolvable"])
 
     def test_a_worker_that_dies_is_an_error_not_a_hang(self):
-        os.environ["FAKE_FAIL"] = "expandable"
-        try:
-            rc, res, lines = self.run_lockstep("")
-        finally:
-            del os.environ["FAKE_FAIL"]
+        rc, res, lines = self.run_lockstep("", fail="expandable")
         self.assertEqual(rc, 1)
         self.assertIn("expandable: worker ended", res["error"])
         self.assertEqual(lines, [])
