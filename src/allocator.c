@@ -97,10 +97,8 @@ void vms_allocator_destroy(vms_allocator *a) {
     }
     for (chunk *c = a->all_chunks, *n; c; c = n) {
         n = c->all_next;
-        if (bk_unmap(a, c->home_addr, c->size_bytes) != VMS_OK)
-            bk_unmap(a, c->home_addr, c->size_bytes);
-        if (bk_release(a, c->handle, c->size_bytes) != VMS_OK)
-            bk_release(a, c->handle, c->size_bytes);
+        bk_undo_unmap(a, c->home_addr, c->size_bytes); /* tried twice, as an undo step */
+        bk_undo_release(a, c->handle, c->size_bytes);
         free(c);
     }
     orphans_retry(a);
@@ -224,8 +222,7 @@ static void collect_all(vms_allocator *a) {
     streams_sync_all(a); /* on failure, what stays unsettled is skipped below */
     if (a->pending) pending_poll(a);
     gc_run(a, true);
-    chunk_release_free(a, true, NULL);
-    stats_cached_sync(a);
+    chunk_release_free(a);
 }
 
 vms_status vms_malloc(vms_allocator *a, size_t size, vms_stream stream, void **ptr) {

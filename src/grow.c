@@ -226,15 +226,14 @@ vms_status grow_loose(vms_allocator *a, pool_kind pool, size_t need_bytes, int s
     return VMS_ENOMEM;
 }
 
-/* Releases every chunk that is free, owned at home and mapped nowhere else. The caller has
- * made sure the device is done with them (streams_sync_all) or passes only_if_settled. */
-vms_status chunk_release_free(vms_allocator *a, bool only_if_settled, size_t *released_bytes) {
-    size_t total = 0;
+/* Releases every chunk that is free, owned at home, mapped nowhere else and settled (the
+ * device is done with it: callers sync the streams first, and what stays unsettled stays). */
+vms_status chunk_release_free(vms_allocator *a) {
     vms_status rc = VMS_OK;
     for (chunk *c = a->all_chunks, *next; c; c = next) {
         next = c->all_next;
         if (c->busy_bytes || c->owner != c->home || c->stitch_refs) continue;
-        if (only_if_settled && !chunk_settled(a, c)) continue;
+        if (!chunk_settled(a, c)) continue;
         range *r = c->home;
         block *piece = block_isolate(a, range_block_at(r, c->home_addr), c->home_addr, c->size_bytes);
         if (!piece) {
@@ -263,10 +262,8 @@ vms_status chunk_release_free(vms_allocator *a, bool only_if_settled, size_t *re
         chunk_unlink(a, c);
         reserved_add(a, r->pool, -(int64_t)c->size_bytes);
         STAT_ADD(a, chunks, -1);
-        total += c->size_bytes;
         free(c);
     }
-    if (released_bytes) *released_bytes = total;
     return rc;
 }
 

@@ -220,7 +220,7 @@ block *block_isolate(vms_allocator *a, block *b, uintptr_t addr, size_t len);
 /* grow.c: new chunks in an arena */
 vms_status grow_for(vms_allocator *a, pool_kind pool, size_t size_bytes, int stream, block **out,
                     uintptr_t *take_at);
-vms_status chunk_release_free(vms_allocator *a, bool only_if_settled, size_t *released_bytes);
+vms_status chunk_release_free(vms_allocator *a);
 size_t grow_estimate(vms_allocator *a, pool_kind pool, size_t size_bytes, int stream);
 vms_status grow_loose(vms_allocator *a, pool_kind pool, size_t need_bytes, int stream);
 void orphans_retry(vms_allocator *a);

@@ -280,14 +280,10 @@ vms_status chunks_transfer(vms_allocator *a, chunk *const *cs, size_t n, range *
         link_after(from, piece, b);
         piece = b;
     }
-    /* In `to`, each chunk of the run is a LENT block of its own: one block for the run. */
+    /* In `to`, each chunk of the run is a LENT block of its own (not indexed): one block for
+     * the run, whose tags are then the chunks'. */
     block *dst = range_block_at(to, to_addr);
-    while (dst->size_bytes < total) {
-        block *nx = dst->next;
-        dst->size_bytes += nx->size_bytes;
-        unlink_block(to, nx);
-        block_release(a, nx);
-    }
+    while (dst->size_bytes < total) absorb_next(a, to, dst);
     dst->stream = 0;
     dst->multi_stream = 0;
     dst->freed_seq = 0;

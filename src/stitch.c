@@ -46,6 +46,22 @@ void stitched_on_busy(vms_allocator *a, range *r) {
     lru_remove(a, r);
 }
 
+/* How many slots of r from i on form a run that chunks_transfer can move at once: chunks side
+ * by side in r (consecutive slots) and in the range on the other side, which is their home
+ * arena (home: r owns them and they go home) or the range that owns them now. */
+static size_t run_len(const range *r, size_t i, bool home) {
+    const chunk *c = r->slots[i];
+    size_t n = 1;
+    for (; i + n < r->nslots; n++) {
+        const chunk *p = r->slots[i + n - 1], *q = r->slots[i + n];
+        bool next = home ? q->owner == r && q->home == c->home &&
+                               q->home_addr == p->home_addr + p->size_bytes
+                         : q->owner == c->owner && q->owner_addr == p->owner_addr + p->size_bytes;
+        if (!next) break;
+    }
+    return n;
+}
+
 /* The last live block of r was freed: its chunks go home, r becomes an idle cache entry. */
 void stitched_on_idle(vms_allocator *a, range *r) {
     /* Out of host memory, a transfer fails: that chunk simply stays owned here, still free
@@ -54,13 +70,7 @@ void stitched_on_idle(vms_allocator *a, range *r) {
         chunk *c = r->slots[i];
         n = 1;
         if (c->owner != r) continue;
-        /* a run: the next slots, also here, whose home slots follow this one's in the same
-         * arena (two arenas' reservations may adjoin) */
-        while (i + n < r->nslots && r->slots[i + n]->owner == r &&
-               r->slots[i + n]->home == c->home &&
-               r->slots[i + n]->home_addr == r->slots[i + n - 1]->home_addr +
-                                                  r->slots[i + n - 1]->size_bytes)
-            n++;
+        n = run_len(r, i, true); /* the same home arena: two arenas' reservations may adjoin */
         (void)chunks_transfer(a, r->slots + i, n, c->home, c->home_addr);
     }
     r->idle_seq = a->free_seq;
@@ -170,16 +180,10 @@ static range *reuse_find(vms_allocator *a, pool_kind pool, size_t size_bytes, in
 static vms_status take_ownership(vms_allocator *a, range *r) {
     uintptr_t at = r->base;
     for (size_t i = 0, n; i < r->nslots; i += n) {
-        chunk *c = r->slots[i];
-        n = 1;
-        /* a run: the next slots whose chunks follow this one in the range that owns it */
-        while (i + n < r->nslots && r->slots[i + n]->owner == c->owner &&
-               r->slots[i + n]->owner_addr == r->slots[i + n - 1]->owner_addr +
-                                                  r->slots[i + n - 1]->size_bytes)
-            n++;
+        n = run_len(r, i, false);
         vms_status s = chunks_transfer(a, r->slots + i, n, r, at);
         if (s != VMS_OK) return s;
-        for (size_t k = i; k < i + n; k++) at += r->slots[k]->size_bytes;
+        at = r->slots[i + n - 1]->owner_addr + r->slots[i + n - 1]->size_bytes; /* now in r */
     }
     return VMS_OK;
 }

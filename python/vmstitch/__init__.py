@@ -164,13 +164,10 @@ def stats(device=None):
     torch.cuda.memory_stats() before CUDA is initialized.
     """
     lib = _lib.load()
-    torch = _torch()
-    if not torch.cuda.is_initialized():
-        return {}
-    dev = _device_index(device)
-    a = _allocator_ptr(dev)
+    a = _existing_allocator(device)
     if not a:
         return {}
+    dev = _device_index(device)
     raw = _raw_stats(a)
     out = {}
     for ours, theirs in _CUR_PEAK_KEYS.items():

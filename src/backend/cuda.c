@@ -444,11 +444,15 @@ static vms_status ctx_leave(cuda_backend *b, ctx_scope *s, vms_status st) {
     return st;
 }
 
-/* Counts one successful call (per handle) and adds its modeled cost. */
-static void cu_count(cuda_backend *b, uint64_t *counter, double seconds) {
-    pthread_mutex_lock(&b->mu);
+/* Counts one successful call (per handle) and adds its modeled cost; b->mu held. */
+static void cu_count_locked(cuda_backend *b, uint64_t *counter, double seconds) {
     (*counter)++;
     b->counters.modeled_seconds += seconds;
+}
+
+static void cu_count(cuda_backend *b, uint64_t *counter, double seconds) {
+    pthread_mutex_lock(&b->mu);
+    cu_count_locked(b, counter, seconds);
     pthread_mutex_unlock(&b->mu);
 }
 
@@ -458,10 +462,7 @@ static int cu_track(cuda_backend *b, sorted_vec *table, const void *rec, uint64_
                     double seconds) {
     pthread_mutex_lock(&b->mu);
     int ins = sv_insert(table, rec);
-    if (ins == 0) {
-        (*counter)++;
-        b->counters.modeled_seconds += seconds;
-    }
+    if (ins == 0) cu_count_locked(b, counter, seconds);
     pthread_mutex_unlock(&b->mu);
     return ins;
 }
@@ -472,8 +473,7 @@ static void cu_untrack(cuda_backend *b, sorted_vec *table, uint64_t key, uint64_
     pthread_mutex_lock(&b->mu);
     size_t at;
     if (sv_find(table, key, &at)) sv_erase(table, at);
-    (*counter)++;
-    b->counters.modeled_seconds += seconds;
+    cu_count_locked(b, counter, seconds);
     pthread_mutex_unlock(&b->mu);
 }
 
